@@ -1,0 +1,285 @@
+/*
+ * access.c - decide one trapped access byte by byte (DESIGN §3).
+ *
+ * Flow: the VMM took an exit on a trapped page and calls mf_access(). We validate the access
+ * (width, range with no wrap, value), find the run owning its first byte through the page
+ * index, walk the following runs for its other bytes (at most 8), and classify each byte:
+ *
+ *   read:  allow, audit, readonly, mask pass; emulate answers the rule's value byte; deny
+ *          answers the fill byte. Device untouched unless some byte passes.
+ *   write: allow, audit pass; mask passes with bits forced; readonly, emulate, deny are
+ *          blocked. Device untouched unless some byte passes.
+ *
+ * When every byte passes, the device sees exactly the guest's access: one access of the same
+ * width at the same offset, because registers have per-access side effects. When none does,
+ * the device is not touched at all. A mixed access is the dangerous case: by default it is
+ * refused whole (partial = deny), since half a register write is rarely what a driver meant;
+ * partial = split does what vfio does and accesses the passing bytes in naturally aligned
+ * chunks. Either way no byte that does not pass reaches the device.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+/* What one access found out about its bytes. */
+struct plan {
+    unsigned width;
+    uint32_t rule[8];   /* owner of each byte (MF_NO_RULE for none) */
+    uint8_t action[8];
+    uint8_t vbyte[8];   /* the owner's value byte at this offset (emulate, mask) */
+    uint8_t mbyte[8];   /* the owner's mask byte at this offset (mask) */
+};
+
+static uint8_t pool_byte(const struct mf_table *t, size_t off, size_t len, uint64_t i)
+{
+    return i < len ? t->pool[off + i] : 0;
+}
+
+static void make_plan(struct mf_table *t, const struct mf_access *acc, struct plan *p)
+{
+    p->width = acc->width;
+    size_t run = mf_find_run(t, acc->offset);
+    uint32_t counted[8];
+    unsigned ncounted = 0;
+    for (unsigned k = 0; k < acc->width; k++) {
+        uint64_t a = acc->offset + k;
+        while (a >= mf_run_end(t, run)) /* runs tile the BAR: the next byte is in the next run */
+            run++;
+        uint32_t r = t->run_info[run].rule;
+        p->rule[k] = r;
+        p->action[k] = t->run_info[run].action;
+        p->vbyte[k] = p->mbyte[k] = 0;
+        if (r == MF_NO_RULE)
+            continue;
+        const struct mf_crule *c = &t->rules[r];
+        uint64_t i = a - c->start;
+        if (c->action == MF_EMULATE || c->action == MF_MASK) {
+            p->vbyte[k] = pool_byte(t, c->value_off, c->value_len, i);
+            p->mbyte[k] = pool_byte(t, c->mask_off, c->mask_len, i);
+        }
+        /* a hit counts once per access per rule, whatever the outcome */
+        bool seen = false;
+        for (unsigned j = 0; j < ncounted; j++)
+            seen |= counted[j] == r;
+        if (!seen) {
+            counted[ncounted++] = r;
+            atomic_fetch_add_explicit(&t->hits[r], 1, memory_order_relaxed);
+        }
+    }
+}
+
+static bool read_passes(uint8_t action) { return action <= MF_MASK; }
+static bool write_blocked(uint8_t action) { return action >= MF_READONLY && action != MF_MASK; }
+
+static uint64_t fill_value(uint8_t fill, unsigned width)
+{
+    uint64_t v = 0;
+    for (unsigned k = 0; k < width; k++)
+        v |= (uint64_t)fill << (8 * k);
+    return v;
+}
+
+/* Access the bytes selected by `sel` (bit k = byte k) in naturally aligned chunks: at
+ * position p in a run ending at e, the widest w of 8, 4, 2, 1 with p % w == 0 and p + w <= e.
+ * Aligned chunks are the accesses every PCI device must accept. For reads, the bytes read are
+ * merged into *v; for writes, *v supplies them. */
+static int split_access(const struct mf_backend *b, uint64_t off, unsigned width, unsigned sel,
+                        bool is_write, uint64_t *v)
+{
+    unsigned k = 0;
+    while (k < width) {
+        if (!(sel >> k & 1)) {
+            k++;
+            continue;
+        }
+        unsigned e = k;
+        while (e < width && (sel >> e & 1))
+            e++;
+        uint64_t p = off + k, end = off + e;
+        while (p < end) {
+            unsigned w = 8;
+            while (w > 1 && (p % w || p + w > end))
+                w >>= 1;
+            unsigned shift = 8 * (unsigned)(p - off);
+            uint64_t lane = w == 8 ? ~0ull : ((1ull << (8 * w)) - 1);
+            if (is_write) {
+                if (mf_dev_write(b, p, w, (*v >> shift) & lane))
+                    return MF_EDEVICE;
+            } else {
+                uint64_t x;
+                if (mf_dev_read(b, p, w, &x))
+                    return MF_EDEVICE;
+                *v = (*v & ~(lane << shift)) | ((x & lane) << shift);
+            }
+            p += w;
+        }
+        k = e;
+    }
+    return MF_OK;
+}
+
+static const char *rule_name(const struct mf_table *t, uint32_t r)
+{
+    return r == MF_NO_RULE ? "" : t->rules[r].name;
+}
+
+/* Index of the first byte whose bit is set in `sel`, or -1. */
+static int first_of(unsigned sel) { return sel ? __builtin_ctz(sel) : -1; }
+
+static int do_read(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
+                   const struct plan *p, struct mf_result *res, const char **why)
+{
+    const unsigned w = p->width, all = (1u << w) - 1;
+    unsigned pass = 0, emul = 0, audit = 0;
+    for (unsigned k = 0; k < w; k++) {
+        pass |= (unsigned)read_passes(p->action[k]) << k;
+        emul |= (unsigned)(p->action[k] == MF_EMULATE) << k;
+        audit |= (unsigned)(p->action[k] == MF_AUDIT) << k;
+    }
+    /* the answer for bytes that do not pass: the rule's value or the fill */
+    uint64_t local = 0;
+    for (unsigned k = 0; k < w; k++)
+        local |= (uint64_t)(emul >> k & 1 ? p->vbyte[k] : t->cfg.fill) << (8 * k);
+
+    if (pass == all) {
+        res->outcome = MF_PASS;
+        *why = audit ? rule_name(t, p->rule[first_of(audit)]) : NULL;
+        return mf_dev_read(&f->backend, acc->offset, w, &res->value) ? MF_EDEVICE : MF_OK;
+    }
+    *why = rule_name(t, p->rule[first_of(all & ~pass)]);
+    if (pass == 0) {
+        res->value = local;
+        res->outcome = emul == all ? MF_EMULATED : MF_BLOCKED;
+        return MF_OK;
+    }
+    if (t->cfg.partial == MF_PARTIAL_DENY) {
+        res->value = fill_value(t->cfg.fill, w);
+        res->outcome = MF_BLOCKED;
+        return MF_OK;
+    }
+    res->value = local;
+    res->outcome = MF_PARTIAL;
+    return split_access(&f->backend, acc->offset, w, pass, false, &res->value);
+}
+
+static int do_write(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
+                    const struct plan *p, struct mf_result *res, const char **why)
+{
+    const unsigned w = p->width, all = (1u << w) - 1;
+    unsigned blocked = 0, audit = 0, changed = 0;
+    uint64_t out = 0;
+    for (unsigned k = 0; k < w; k++) {
+        uint8_t b = (uint8_t)(acc->value >> (8 * k));
+        if (p->action[k] == MF_MASK) {
+            uint8_t nb = (uint8_t)((b & ~p->mbyte[k]) | (p->vbyte[k] & p->mbyte[k]));
+            changed |= (unsigned)(nb != b) << k;
+            b = nb;
+        }
+        blocked |= (unsigned)write_blocked(p->action[k]) << k;
+        audit |= (unsigned)(p->action[k] == MF_AUDIT) << k;
+        out |= (uint64_t)b << (8 * k);
+    }
+
+    if (blocked == 0) {
+        res->value = out;
+        res->outcome = changed ? MF_MASKED : MF_PASS;
+        *why = changed ? rule_name(t, p->rule[first_of(changed)])
+               : audit ? rule_name(t, p->rule[first_of(audit)])
+                       : NULL;
+        return mf_dev_write(&f->backend, acc->offset, w, out) ? MF_EDEVICE : MF_OK;
+    }
+    *why = rule_name(t, p->rule[first_of(blocked)]);
+    res->value = 0;
+    if (blocked == all || t->cfg.partial == MF_PARTIAL_DENY) {
+        res->outcome = MF_BLOCKED;
+        return MF_OK;
+    }
+    res->outcome = MF_PARTIAL;
+    /* report what reached the device: the written bytes, 0 in the skipped ones */
+    for (unsigned k = 0; k < w; k++)
+        if (blocked >> k & 1)
+            out &= ~(0xFFull << (8 * k));
+    res->value = out;
+    return split_access(&f->backend, acc->offset, w, all & ~blocked, true, &out);
+}
+
+int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
+                    struct mf_result *res)
+{
+    struct plan p;
+    make_plan(t, acc, &p);
+    const char *why = NULL;
+    int rc;
+    if (t->cfg.unaligned == MF_UNALIGNED_DENY && acc->offset % acc->width) {
+        res->outcome = MF_BLOCKED;
+        res->value = acc->is_write ? 0 : fill_value(t->cfg.fill, acc->width);
+        why = "(unaligned)";
+        rc = MF_OK;
+    } else if (acc->is_write) {
+        rc = do_write(f, t, acc, &p, res, &why);
+    } else {
+        rc = do_read(f, t, acc, &p, res, &why);
+    }
+    res->status = (int8_t)rc;
+    /* an event for every outcome but a plain pass, and for an audited pass */
+    if (rc == MF_OK && why)
+        mf_ring_push(&f->ring, f->bar, acc, acc->is_write ? acc->value : res->value,
+                     res->outcome, why);
+    return rc;
+}
+
+/* Validation comes first and touches nothing: a bad access is the guest's (or the VMM's)
+ * bug and must not reach the device, the counters or the event ring. */
+static int validate(const struct mf_table *t, const struct mf_access *acc)
+{
+    unsigned w = acc->width;
+    if (w != 1 && w != 2 && w != 4 && w != 8)
+        return MF_EWIDTH;
+    /* offset + width <= size, written so it cannot wrap */
+    if (acc->offset > t->cfg.bar_size || w > t->cfg.bar_size - acc->offset)
+        return MF_ERANGE;
+    if (acc->is_write && w < 8 && (acc->value >> (8 * w)))
+        return MF_EVALUE;
+    return MF_OK;
+}
+
+static int access_one(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
+                      struct mf_result *res)
+{
+    int rc = validate(t, acc);
+    if (rc != MF_OK) {
+        res->status = (int8_t)rc;
+        res->value = 0;
+        res->outcome = MF_BLOCKED;
+        return rc;
+    }
+    return mf_access_table(f, t, acc, res);
+}
+
+int mf_access(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res)
+{
+    struct mf_table *t = mf_hazard_enter(&f->cur);
+    if (!t) {
+        res->status = MF_EBUSY;
+        return MF_EBUSY;
+    }
+    int rc = access_one(f, t, acc, res);
+    mf_hazard_exit();
+    return rc;
+}
+
+size_t mf_access_batch(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res,
+                       size_t n)
+{
+    struct mf_table *t = mf_hazard_enter(&f->cur);
+    if (!t) {
+        for (size_t i = 0; i < n; i++)
+            res[i].status = MF_EBUSY;
+        return n;
+    }
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += access_one(f, t, &acc[i], &res[i]) != MF_OK;
+    mf_hazard_exit();
+    return bad;
+}

@@ -1,0 +1,232 @@
+/*
+ * mmiofilter.h - the public C API of the mmiofilter core.
+ *
+ * A VMM traps guest accesses to the pages of a PCI BAR that hold protected registers and hands
+ * each trapped access to this core, which decides it byte by byte against a compiled policy and
+ * touches the device only with bytes the policy passes. The Python package is one user of this
+ * API (through cffi); a VMM written in C is another, and the fuzzers a third.
+ *
+ * Life cycle
+ *   1. Describe the rules of one BAR (struct mf_rule) and compile them with mf_table_compile().
+ *      A table is immutable: the rules resolved into non-overlapping byte runs, the index that
+ *      finds the run of any offset, the page layout. Only its hit counters change.
+ *   2. Create a filter with mf_filter_new(): a backend (how to reach the device), the BAR index,
+ *      an event-ring capacity and the first table, which the filter then owns.
+ *   3. Call mf_access() (one access) or mf_access_batch() (many) from any number of threads.
+ *   4. Swap policies with mf_filter_update(): the new table is published atomically and the old
+ *      one is handed back once no access can still be reading it.
+ *   5. mf_filter_free() when no thread uses the filter any more.
+ *
+ * Security property: the device is never touched by a byte the policy does not pass. An access
+ * that fails validation touches nothing and records nothing.
+ *
+ * All multi-byte values are little-endian, as on PCI. Thread safety: every function taking a
+ * filter may be called concurrently, except mf_filter_free(). Tables are read-only once
+ * compiled and may be shared for layout queries.
+ */
+#ifndef MMIOFILTER_H
+#define MMIOFILTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- actions, outcomes, error codes ---------------------------------------------------- */
+
+/* Per-byte actions, from the least to the most restrictive: the order breaks priority ties. */
+enum mf_action {
+    MF_ALLOW = 0,    /* read and write pass */
+    MF_AUDIT = 1,    /* pass, and the access is recorded as an event */
+    MF_READONLY = 2, /* read passes, write dropped */
+    MF_MASK = 3,     /* read passes, write passes with bits forced: b' = (b & ~m) | (v & m) */
+    MF_EMULATE = 4,  /* read returns the rule's value byte, write dropped; device untouched */
+    MF_DENY = 5      /* read returns the fill byte, write dropped */
+};
+#define MF_NUM_ACTIONS 6
+
+enum mf_outcome {
+    MF_PASS = 0,     /* the device saw exactly the guest's access */
+    MF_MASKED = 1,   /* a write reached the device with some bits forced */
+    MF_EMULATED = 2, /* a read answered wholly from rule values, device untouched */
+    MF_BLOCKED = 3,  /* nothing reached the device; a read returned fill */
+    MF_PARTIAL = 4   /* split mode: only the passing bytes reached the device */
+};
+
+enum mf_partial_mode { MF_PARTIAL_DENY = 0, MF_PARTIAL_SPLIT = 1 };
+enum mf_unaligned_mode { MF_UNALIGNED_ALLOW = 0, MF_UNALIGNED_DENY = 1 };
+
+/* Return codes: 0 is success, the others are negative. */
+#define MF_OK 0
+#define MF_EWIDTH (-1)   /* access width not 1, 2, 4 or 8 */
+#define MF_ERANGE (-2)   /* offset + width outside the BAR (wrap included) */
+#define MF_EVALUE (-3)   /* write value does not fit in the width */
+#define MF_EDEVICE (-4)  /* the backend failed; some split chunks may have been done */
+#define MF_EINVAL (-5)   /* a bad argument to compile/new/update; see mf_error */
+#define MF_ENOMEM (-6)
+#define MF_EBUSY (-7)    /* update called from inside an access on the same filter */
+
+/* ---- rules and tables ------------------------------------------------------------------ */
+
+#define MF_NAME_MAX 64 /* rule names are at most 63 bytes and a NUL */
+#define MF_NO_RULE UINT32_MAX
+
+struct mf_rule {
+    const char *name;       /* copied at compile time; at most MF_NAME_MAX - 1 bytes */
+    uint64_t start;         /* first byte, relative to the BAR */
+    uint64_t size;          /* >= 1; start + size <= BAR size */
+    int32_t priority;       /* the highest priority owns a byte */
+    uint8_t action;         /* enum mf_action */
+    /* value and mask laid little-endian over the rule's bytes; bytes past *_len are 0.
+     * *_len <= size. Copied at compile time. */
+    const uint8_t *value;
+    size_t value_len;
+    const uint8_t *mask;
+    size_t mask_len;
+};
+
+struct mf_config {
+    uint64_t bar_size;  /* bytes, >= 1 */
+    uint64_t page_size; /* a power of two >= 4096 */
+    uint8_t fill;       /* returned for denied bytes (0xFF: what vfio and a PCI master abort give) */
+    uint8_t partial;    /* enum mf_partial_mode */
+    uint8_t unaligned;  /* enum mf_unaligned_mode */
+};
+
+/* Why compile/new failed: `rule` is the index of the offending rule or -1. */
+struct mf_error {
+    int64_t rule;
+    char message[160];
+};
+
+struct mf_table;
+
+/* Compile `n` rules (all of one BAR) into a table. Returns NULL and fills `err` (if not NULL)
+ * on bad input. Cost O(n log n); memory O(n), independent of the BAR and page size. */
+struct mf_table *mf_table_compile(const struct mf_rule *rules, size_t n,
+                                  const struct mf_config *cfg, struct mf_error *err);
+void mf_table_free(struct mf_table *t);
+
+/* Bytes the table occupies (the figure that must not grow with the BAR). */
+size_t mf_table_footprint(const struct mf_table *t);
+/* Number of resolved byte runs (including the implicit-allow gaps) and of indexed pages. */
+size_t mf_table_runs(const struct mf_table *t);
+size_t mf_table_indexed_pages(const struct mf_table *t);
+size_t mf_table_rule_count(const struct mf_table *t);
+const char *mf_table_rule_name(const struct mf_table *t, size_t rule);
+/* Copy the per-rule hit counters (accesses that touched a byte the rule owns) into out[n]. */
+void mf_table_counters(const struct mf_table *t, uint64_t *out, size_t n);
+
+/* ---- page layout (DESIGN §4) ----------------------------------------------------------- */
+
+struct mf_area {
+    uint64_t offset; /* page-aligned */
+    uint64_t length; /* a non-zero multiple of the page size */
+};
+
+/* The direct areas: maximal runs of pages the VMM may map into the guest. Writes at most
+ * `cap` areas to `out` and returns how many there are in all (call with cap 0 to size). */
+size_t mf_table_direct_areas(const struct mf_table *t, struct mf_area *out, size_t cap);
+/* Allowed bytes that sit in trapped pages: what page granularity costs. */
+uint64_t mf_table_collateral(const struct mf_table *t);
+/* Number of trapped pages. */
+uint64_t mf_table_trapped_pages(const struct mf_table *t);
+/* Write the layout as a struct vfio_region_info_cap_sparse_mmap (linux/vfio.h: 16-byte
+ * header {id=1, version=1, next=0, nr_areas, reserved} then {offset, size} per direct area),
+ * little-endian. Returns the byte length; writes only if it fits in `cap`. */
+size_t mf_table_sparse_mmap(const struct mf_table *t, uint8_t *out, size_t cap);
+
+/* ---- backends -------------------------------------------------------------------------- */
+
+enum mf_backend_kind { MF_BACKEND_MEMORY = 0, MF_BACKEND_FD = 1, MF_BACKEND_CALLBACK = 2 };
+
+/* Callback backend: return 0 on success, non-zero on failure. `value` is little-endian in
+ * meaning: a 2-byte read at offset o returns byte o in bits 7:0. */
+typedef int (*mf_read_fn)(void *ctx, uint64_t offset, unsigned width, uint64_t *value);
+typedef int (*mf_write_fn)(void *ctx, uint64_t offset, unsigned width, uint64_t value);
+
+struct mf_backend {
+    uint8_t kind;             /* enum mf_backend_kind */
+    /* memory: the BAR mapped at `base` (an mmap of resourceN, a VFIO region, a memfd);
+     * accessed with exact-width volatile loads and stores, never memcpy. */
+    volatile void *base;
+    uint64_t length;          /* bytes mapped at base: must cover the BAR */
+    /* fd: pread/pwrite of exactly the width at `fd_offset` + offset (the VFIO slow path). */
+    int fd;
+    int64_t fd_offset;
+    /* callback: a device model. */
+    mf_read_fn read;
+    mf_write_fn write;
+    void *ctx;
+};
+
+/* ---- filters and accesses -------------------------------------------------------------- */
+
+struct mf_filter;
+
+/* Create a filter over `backend` (copied) with a first table (owned by the filter from then
+ * on, also on failure). `ring_capacity` >= 1 events. Returns NULL and fills err on failure. */
+struct mf_filter *mf_filter_new(const struct mf_backend *backend, uint32_t bar,
+                                size_t ring_capacity, struct mf_table *table,
+                                struct mf_error *err);
+/* Free the filter and its current table. No access may be in progress or follow. */
+void mf_filter_free(struct mf_filter *f);
+
+/* Publish `t` (same BAR size and page size as the current table) atomically: every access
+ * sees all of the old table or all of the new one. Returns once no access can still be
+ * reading the old table, which is handed back in *old for the caller to read its counters
+ * and free. Updates are serialized. MF_EBUSY if called from inside an access on this filter
+ * (a callback backend), where waiting would deadlock. */
+int mf_filter_update(struct mf_filter *f, struct mf_table *t, struct mf_table **old);
+
+/* Copy the current table's counters (n must be its rule count) and layout queries run
+ * against whatever table is current; callers that need a stable view serialize with
+ * updates themselves. */
+int mf_filter_counters(struct mf_filter *f, uint64_t *out, size_t n);
+
+struct mf_access {
+    uint64_t offset;
+    uint64_t value;   /* for writes */
+    uint8_t width;    /* 1, 2, 4 or 8 */
+    uint8_t is_write;
+};
+
+struct mf_result {
+    uint64_t value;   /* read: returned to the guest; write: what reached the device */
+    int8_t status;    /* MF_OK or a negative MF_E* code */
+    uint8_t outcome;  /* enum mf_outcome, valid when status is MF_OK or MF_EDEVICE */
+};
+
+/* One access. Returns the status (also in res->status). */
+int mf_access(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res);
+/* `n` accesses in order, under one table: the batch sees a single policy. Returns the number
+ * of accesses whose status is not MF_OK. */
+size_t mf_access_batch(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res,
+                       size_t n);
+
+/* ---- events ---------------------------------------------------------------------------- */
+
+struct mf_event {
+    uint64_t seq;
+    uint64_t offset;
+    uint64_t value;   /* write: what the guest wrote; read: what it was returned */
+    uint32_t bar;
+    uint8_t width;
+    uint8_t is_write;
+    uint8_t outcome;
+    char rule[MF_NAME_MAX]; /* the rule owning the first byte that did not pass */
+};
+
+/* Move up to `cap` events, oldest first, out of the ring. Returns how many. */
+size_t mf_drain_events(struct mf_filter *f, struct mf_event *out, size_t cap);
+/* Events lost because the ring was full. */
+uint64_t mf_events_dropped(struct mf_filter *f);
+/* Events waiting in the ring. */
+size_t mf_events_pending(struct mf_filter *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MMIOFILTER_H */

@@ -1,0 +1,30 @@
+"""mmiofilter: a byte-exact userspace MMIO filter for PCI BARs passed through to VMs.
+
+The contract is DESIGN.md (sections 2-5); the points it leaves open are in
+docs/contract-details.md.
+"""
+
+from .backends import Backend, CallbackBackend, FdBackend, MemoryBackend
+from .errors import AccessError, BackendError, PolicyError
+from .filter import BarFilter
+from .layout import Layout
+from .results import Event, Outcome, Result
+from .rules import ACTIONS, Policy, Rule
+
+__all__ = [
+    "ACTIONS",
+    "AccessError",
+    "Backend",
+    "BackendError",
+    "BarFilter",
+    "CallbackBackend",
+    "Event",
+    "FdBackend",
+    "Layout",
+    "MemoryBackend",
+    "Outcome",
+    "Policy",
+    "PolicyError",
+    "Result",
+    "Rule",
+]

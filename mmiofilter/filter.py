@@ -1,0 +1,301 @@
+"""`BarFilter`: one BAR, its policy and its backend, over the C core (DESIGN §5).
+
+Python validates every argument first, so that a bad call gets a message saying what and
+where; the C core validates again and decides the access. cffi releases the GIL around each C
+call, so several vCPU threads can be inside the core at once.
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+from typing import Any
+
+from ._core import ffi, lib
+from .backends import Backend
+from .errors import AccessError, PolicyError
+from .layout import Layout
+from .results import OUTCOME_BY_CODE, Event, Outcome, Result
+from .rules import ACTIONS, NUM_BARS, PARTIAL_MODES, UNALIGNED_MODES, Policy, Rule
+
+_WIDTHS = (1, 2, 4, 8)
+DEFAULT_RING_CAPACITY = 1024
+
+
+def check_page_size(page_size: object) -> int:
+    """A page size the MMU can have: a power of two >= 4096."""
+    if (
+        not isinstance(page_size, int)
+        or isinstance(page_size, bool)
+        or page_size < 4096
+        or page_size >= 2**63
+        or page_size & (page_size - 1)
+    ):
+        raise ValueError(f"page size {page_size!r} is not a power of two >= 4096")
+    return page_size
+
+
+def check_bar_size(size: object) -> int:
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size < 2**64:
+        raise ValueError(f"BAR size {size!r} is not an integer in 1..2**64-1")
+    return size
+
+
+def _le_bytes(v: int) -> bytes:
+    return v.to_bytes((v.bit_length() + 7) // 8, "little")
+
+
+class _Table:
+    """A compiled table before it is handed to a filter (which then owns and frees it)."""
+
+    def __init__(self, policy: Policy, bar: int, size: int, page_size: int) -> None:
+        if not isinstance(policy, Policy):
+            raise PolicyError(f"expected a Policy, not {type(policy).__name__}")
+        policy.check_bar(bar, size)
+        rules: tuple[Rule, ...] = policy.for_bar(bar)
+        keep: list[Any] = []  # C strings and byte arrays alive until compiled (copied then)
+        crules = ffi.new("struct mf_rule[]", max(len(rules), 1))
+        for c, r in zip(crules, rules, strict=False):
+            name = ffi.new("char[]", r.name.encode())
+            value, mask = _le_bytes(r.value), _le_bytes(r.mask)
+            keep += [name, value, mask]
+            c.name = name
+            c.start = r.start
+            c.size = r.size
+            c.priority = r.priority
+            c.action = ACTIONS.index(r.action)
+            c.value = ffi.from_buffer(value)
+            c.value_len = len(value)
+            c.mask = ffi.from_buffer(mask)
+            c.mask_len = len(mask)
+        cfg = ffi.new(
+            "struct mf_config *",
+            {
+                "bar_size": size,
+                "page_size": page_size,
+                "fill": policy.fill,
+                "partial": PARTIAL_MODES.index(policy.partial),
+                "unaligned": UNALIGNED_MODES.index(policy.unaligned),
+            },
+        )
+        err = ffi.new("struct mf_error *")
+        ptr = lib.mf_table_compile(crules, len(rules), cfg, err)
+        if ptr == ffi.NULL:
+            raise PolicyError(ffi.string(err.message).decode(errors="replace"))
+        self.ptr: Any = ptr
+        self.names: list[str] = [r.name for r in rules]
+        self.policy = policy
+        self.layout = self._layout(size, page_size)
+
+    def _layout(self, size: int, page_size: int) -> Layout:
+        n = lib.mf_table_direct_areas(self.ptr, ffi.NULL, 0)
+        areas = ffi.new("struct mf_area[]", max(n, 1))
+        lib.mf_table_direct_areas(self.ptr, areas, n)
+        blen = lib.mf_table_sparse_mmap(self.ptr, ffi.NULL, 0)
+        buf = ffi.new("uint8_t[]", blen)
+        lib.mf_table_sparse_mmap(self.ptr, buf, blen)
+        return Layout(
+            size=size,
+            page_size=page_size,
+            direct=[(areas[i].offset, areas[i].length) for i in range(n)],
+            trapped_count=lib.mf_table_trapped_pages(self.ptr),
+            collateral=lib.mf_table_collateral(self.ptr),
+            sparse_mmap=bytes(ffi.buffer(buf, blen)),
+        )
+
+    def counters(self) -> list[int]:
+        out = ffi.new("uint64_t[]", max(len(self.names), 1))
+        lib.mf_table_counters(self.ptr, out, len(self.names))
+        return list(out)[: len(self.names)]
+
+    def free(self) -> None:
+        lib.mf_table_free(self.ptr)
+        self.ptr = ffi.NULL
+
+
+class BarFilter:
+    """Filter every trapped access to one BAR of `size` bytes under `policy`.
+
+    `page_size` defaults to the host's. Rules of other BARs in the policy are ignored.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        policy: Policy,
+        backend: Backend,
+        *,
+        bar: int = 0,
+        page_size: int | None = None,
+        ring_capacity: int = DEFAULT_RING_CAPACITY,
+    ) -> None:
+        self.size = check_bar_size(size)
+        self.page_size = check_page_size(mmap.PAGESIZE if page_size is None else page_size)
+        if not isinstance(bar, int) or not 0 <= bar < NUM_BARS:
+            raise ValueError(f"bar {bar!r} is not a BAR index 0..{NUM_BARS - 1}")
+        if not isinstance(ring_capacity, int) or not 1 <= ring_capacity <= 2**24:
+            raise ValueError(f"ring_capacity {ring_capacity!r} is not in 1..2**24")
+        if not isinstance(backend, Backend):
+            raise TypeError(f"expected a backend, not {type(backend).__name__}")
+        self.bar = bar
+        self.backend = backend
+        self._lock = threading.Lock()  # serializes update() with counters()
+        self._local = threading.local()  # per-thread access/result structs for the C calls
+        self._carry: dict[str, int] = {}  # counts from tables that update() retired
+        be = ffi.new("struct mf_backend *")
+        backend._configure(be, self.size)
+        self._table = _Table(policy, bar, self.size, self.page_size)
+        err = ffi.new("struct mf_error *")
+        ptr = lib.mf_filter_new(be, bar, ring_capacity, self._table.ptr, err)
+        if ptr == ffi.NULL:  # the core freed the table
+            raise ValueError(ffi.string(err.message).decode(errors="replace"))
+        self._f = ffi.gc(ptr, lib.mf_filter_free)
+
+    # ---- accesses ----------------------------------------------------------------------
+
+    def _bufs(self) -> tuple[Any, Any]:
+        try:
+            return self._local.bufs  # type: ignore[no-any-return]
+        except AttributeError:
+            self._local.bufs = (ffi.new("struct mf_access *"), ffi.new("struct mf_result *"))
+            return self._local.bufs  # type: ignore[no-any-return]
+
+    def _validate(self, offset: object, width: object, is_write: bool, value: object) -> None:
+        if type(width) is not int or width not in _WIDTHS:
+            raise AccessError(f"BAR{self.bar}: width {width!r} is not 1, 2, 4 or 8")
+        if type(offset) is not int:
+            raise AccessError(f"BAR{self.bar}: offset {offset!r} is not an integer")
+        if offset < 0 or offset + width > self.size:
+            raise AccessError(
+                f"BAR{self.bar}: {width}-byte access at offset {offset:#x} is outside the BAR "
+                f"[0, {self.size:#x})"
+            )
+        if is_write and (type(value) is not int or not 0 <= value < 1 << (8 * width)):
+            raise AccessError(
+                f"BAR{self.bar}: value {value!r} written at offset {offset:#x} does not fit in "
+                f"{width} byte(s)"
+            )
+
+    def _do(self, offset: int, width: int, is_write: bool, value: int) -> Any:
+        self._validate(offset, width, is_write, value)
+        acc, res = self._bufs()
+        acc.offset = offset
+        acc.width = width
+        acc.is_write = is_write
+        acc.value = value if is_write else 0
+        rc = lib.mf_access(self._f, acc, res)
+        if rc != 0:
+            self._fail(rc, offset, width)
+        return res
+
+    def _fail(self, rc: int, offset: int, width: int) -> None:
+        where = f"BAR{self.bar}: {width}-byte access at offset {offset:#x}"
+        if rc == lib.MF_EDEVICE:
+            self.backend._raise_failure(where)
+        if rc == lib.MF_EBUSY:
+            raise RuntimeError(f"{where}: nested too deeply in other filters' accesses")
+        raise AccessError(f"{where}: rejected by the core (code {rc})")
+
+    def read(self, offset: int, width: int) -> int:
+        """Read `width` bytes at `offset`, as the guest sees them."""
+        return int(self._do(offset, width, False, 0).value)
+
+    def write(self, offset: int, width: int, value: int) -> Outcome:
+        """Write `value` (`width` bytes, little-endian) at `offset`; say what reached the device."""
+        return OUTCOME_BY_CODE[self._do(offset, width, True, value).outcome]
+
+    def access(self, offset: int, width: int, is_write: bool, value: int = 0) -> Result:
+        """One access, with its outcome and value (contract details: README)."""
+        res = self._do(offset, width, bool(is_write), value)
+        return Result(OUTCOME_BY_CODE[res.outcome], int(res.value))
+
+    def access_many(self, accesses: list[tuple[int, int, bool, int]]) -> list[Result]:
+        """A batch of `(offset, width, is_write, value)` decided under one policy table."""
+        n = len(accesses)
+        accs = ffi.new("struct mf_access[]", max(n, 1))
+        for c, (offset, width, is_write, value) in zip(accs, accesses, strict=False):
+            self._validate(offset, width, bool(is_write), value)
+            c.offset, c.width, c.is_write = offset, width, bool(is_write)
+            c.value = value if is_write else 0
+        res = ffi.new("struct mf_result[]", max(n, 1))
+        lib.mf_access_batch(self._f, accs, res, n)
+        out = []
+        for i in range(n):
+            if res[i].status != 0:
+                self._fail(res[i].status, accesses[i][0], accesses[i][1])
+            out.append(Result(OUTCOME_BY_CODE[res[i].outcome], int(res[i].value)))
+        return out
+
+    # ---- policy -------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self._table.policy
+
+    @property
+    def layout(self) -> Layout:
+        return self._table.layout
+
+    def update(self, policy: Policy) -> None:
+        """Swap in a new policy atomically: every access sees all of the old policy or all of
+        the new one. Returns once no access can still be using the old one."""
+        new = _Table(policy, self.bar, self.size, self.page_size)
+        with self._lock:
+            old = ffi.new("struct mf_table **")
+            rc = lib.mf_filter_update(self._f, new.ptr, old)
+            if rc != 0:
+                new.free()
+                raise RuntimeError(
+                    "update() from inside an access of a filter (a callback backend) would "
+                    "wait for itself"
+                    if rc == lib.MF_EBUSY
+                    else f"update rejected by the core (code {rc})"
+                )
+            retired = self._table
+            counts = dict(zip(retired.names, retired.counters(), strict=True))
+            self._carry = {
+                n: self._carry.get(n, 0) + counts.get(n, 0) for n in new.names if n in counts
+            }
+            self._table = new
+            retired.free()
+
+    def counters(self) -> dict[str, int]:
+        """Accesses that touched a byte each rule owns, per rule name (carried across
+        update() by name)."""
+        with self._lock:
+            names = self._table.names
+            out = ffi.new("uint64_t[]", max(len(names), 1))
+            lib.mf_filter_counters(self._f, out, len(names))
+            return {n: self._carry.get(n, 0) + int(out[i]) for i, n in enumerate(names)}
+
+    # ---- events -------------------------------------------------------------------------
+
+    def drain_events(self) -> list[Event]:
+        """Take the recorded events out of the ring, oldest first."""
+        n = lib.mf_events_pending(self._f)
+        if n == 0:
+            return []
+        buf = ffi.new("struct mf_event[]", n)
+        got = lib.mf_drain_events(self._f, buf, n)
+        return [
+            Event(
+                seq=e.seq,
+                bar=e.bar,
+                offset=e.offset,
+                width=e.width,
+                is_write=bool(e.is_write),
+                value=e.value,
+                outcome=OUTCOME_BY_CODE[e.outcome],
+                rule=ffi.string(e.rule).decode(),
+            )
+            for e in buf[0:got]
+        ]
+
+    @property
+    def dropped_events(self) -> int:
+        """Events lost because the ring was full."""
+        return int(lib.mf_events_dropped(self._f))
+
+    def table_footprint(self) -> int:
+        """Bytes of C memory the current compiled table occupies."""
+        return int(lib.mf_table_footprint(self._table.ptr))

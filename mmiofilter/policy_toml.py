@@ -1,0 +1,99 @@
+"""Policy files: TOML text or a path, parsed into a Policy with errors that say where.
+
+    fill = 0xFF            # optional, default 0xFF
+    partial = "deny"       # optional: "deny" | "split"
+    unaligned = "allow"    # optional: "allow" | "deny"
+
+    [[rule]]
+    name = "pmc-enable-nvlink"
+    start = 0x200
+    size = 4
+    action = "mask"        # allow | audit | readonly | mask | emulate | deny
+    mask = 0x02000000      # optional, default 0
+    value = 0x02000000     # optional, default 0
+    priority = 0           # optional, default 0
+    bar = 0                # optional, default 0
+
+Unknown keys are errors: a misspelt `acton = "deny"` must not silently become no rule.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import PolicyError
+from .rules import Policy, Rule
+
+TOP_KEYS = {"fill", "partial", "unaligned", "rule"}
+RULE_KEYS = {"name", "start", "size", "action", "value", "mask", "priority", "bar"}
+RULE_REQUIRED = ("name", "start", "size", "action")
+
+
+def _read_source(source: object) -> tuple[str, str]:
+    """(text, where) from a path or TOML text. A str is a path when it has no newline and no
+    '=' (no TOML document can lack both and still hold a rule)."""
+    if isinstance(source, os.PathLike) or (
+        isinstance(source, str) and "\n" not in source and "=" not in source
+    ):
+        path = Path(os.fspath(source))  # type: ignore[arg-type]
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as e:
+            raise PolicyError(f"{path}: cannot read the policy file: {e}") from None
+    if isinstance(source, bytes):
+        try:
+            return source.decode("utf-8"), "<policy>"
+        except UnicodeDecodeError as e:
+            raise PolicyError(f"<policy>: not UTF-8: {e}") from None
+    if isinstance(source, str):
+        return source, "<policy>"
+    raise PolicyError(f"policy source must be TOML text or a path, not {type(source).__name__}")
+
+
+def parse_rule(entry: object, index: int, where: str) -> Rule:
+    """One `[[rule]]` table; errors name the rule (by name when it has one) and the field."""
+    label = f"{where}: rule #{index}"
+    if not isinstance(entry, dict):
+        raise PolicyError(f"{label}: must be a table")
+    if isinstance(entry.get("name"), str):
+        label += f" ({entry['name']!r})"
+    unknown = sorted(set(entry) - RULE_KEYS)
+    if unknown:
+        raise PolicyError(f"{label}: unknown field(s) {', '.join(unknown)}")
+    for key in RULE_REQUIRED:
+        if key not in entry:
+            raise PolicyError(f"{label}: missing field '{key}'")
+    for key, v in entry.items():
+        want = str if key in ("name", "action") else int
+        if not isinstance(v, want) or isinstance(v, bool):
+            raise PolicyError(
+                f"{label}: field '{key}' must be {'a string' if want is str else 'an integer'},"
+                f" not {v!r}"
+            )
+    try:
+        return Rule(**entry)
+    except PolicyError as e:
+        raise PolicyError(f"{where}: {e}") from None
+
+
+def policy_from_toml(source: object) -> Policy:
+    text, where = _read_source(source)
+    try:
+        doc: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise PolicyError(f"{where}: invalid TOML: {e}") from None
+    unknown = sorted(set(doc) - TOP_KEYS)
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    entries = doc.get("rule", [])
+    if not isinstance(entries, list):
+        raise PolicyError(f"{where}: 'rule' must be an array of tables ([[rule]])")
+    rules = [parse_rule(e, i, where) for i, e in enumerate(entries)]
+    options = {k: doc[k] for k in ("fill", "partial", "unaligned") if k in doc}
+    try:
+        return Policy(rules, **options)
+    except PolicyError as e:
+        raise PolicyError(f"{where}: {e}") from None

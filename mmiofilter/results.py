@@ -1,0 +1,48 @@
+"""What an access returns and what it leaves in the event ring (DESIGN §3)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.Enum):
+    """How the filter decided one access. The values match the C core's order."""
+
+    PASS = "pass"
+    MASKED = "masked"
+    EMULATED = "emulated"
+    BLOCKED = "blocked"
+    PARTIAL = "partial"
+
+
+#: Outcome by the C core's numeric code (MF_PASS = 0 ... MF_PARTIAL = 4).
+OUTCOME_BY_CODE: tuple[Outcome, ...] = tuple(Outcome)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of an access and the value: the one returned for a read, or for a
+    write the value that reached the device (after masks; 0 when nothing did)."""
+
+    outcome: Outcome
+    value: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """One access that did not simply pass, or that touched an `audit` byte.
+
+    `value` is what the guest wrote for a write, or what it was returned for a read.
+    `rule` names the rule owning the first byte that did not pass (see README,
+    "Contract details").
+    """
+
+    seq: int
+    bar: int
+    offset: int
+    width: int
+    is_write: bool
+    value: int
+    outcome: Outcome
+    rule: str

@@ -1,0 +1,180 @@
+"""Rules and policies: the admin's intent, validated before it reaches the C core.
+
+Every check here fails with a PolicyError that names the rule and the field, because a
+policy that is silently reinterpreted is a protection silently weakened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .errors import PolicyError
+
+#: Actions from the least to the most restrictive: the tie-break order of DESIGN §2.
+ACTIONS: tuple[str, ...] = ("allow", "audit", "readonly", "mask", "emulate", "deny")
+PARTIAL_MODES: tuple[str, ...] = ("deny", "split")
+UNALIGNED_MODES: tuple[str, ...] = ("allow", "deny")
+NUM_BARS = 6
+#: Names travel in fixed-size event records of the C core (63 bytes and a NUL).
+MAX_NAME_BYTES = 63
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+U64_MAX = 2**64 - 1
+_NAME_OK = re.compile(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")
+
+
+def _is_int(v: object) -> bool:
+    # bool is an int in Python; `start = true` in a policy file is a mistake, not 1.
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A byte range `[start, start+size)` of one BAR with an action (DESIGN §1, §2).
+
+    `value` and `mask` are laid little-endian over the rule's bytes: byte i of the rule is
+    `(value >> 8*i) & 0xFF`.
+    """
+
+    name: str
+    start: int
+    size: int
+    action: str
+    value: int = field(default=0, kw_only=True)
+    mask: int = field(default=0, kw_only=True)
+    priority: int = field(default=0, kw_only=True)
+    bar: int = field(default=0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_OK.match(self.name):
+            raise PolicyError(
+                f"rule {self.name!r}: name must be printable ASCII, without leading or "
+                "trailing spaces"
+            )
+        if len(self.name.encode()) > MAX_NAME_BYTES:
+            raise PolicyError(f"rule {self.name!r}: name is longer than {MAX_NAME_BYTES} bytes")
+        where = f"rule {self.name!r}"
+        for fname in ("start", "size", "value", "mask", "priority", "bar"):
+            if not _is_int(getattr(self, fname)):
+                raise PolicyError(
+                    f"{where}: {fname} must be an integer, not {getattr(self, fname)!r}"
+                )
+        if self.action not in ACTIONS:
+            raise PolicyError(
+                f"{where}: action {self.action!r} is not one of {', '.join(ACTIONS)}"
+            )
+        if self.start < 0 or self.start > U64_MAX:
+            raise PolicyError(f"{where}: start {self.start:#x} is outside 0..2**64-1")
+        if self.size < 1:
+            raise PolicyError(f"{where}: size must be at least 1, not {self.size}")
+        if self.start + self.size - 1 > U64_MAX:
+            raise PolicyError(
+                f"{where}: start {self.start:#x} + size {self.size:#x} wraps past 2**64"
+            )
+        for fname in ("value", "mask"):
+            v = getattr(self, fname)
+            if v < 0:
+                raise PolicyError(f"{where}: {fname} must not be negative")
+            if v.bit_length() > 8 * self.size:
+                raise PolicyError(
+                    f"{where}: {fname} {v:#x} does not fit in the rule's {self.size} byte(s)"
+                )
+        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
+            raise PolicyError(f"{where}: priority {self.priority} is outside a signed 32-bit range")
+        if not 0 <= self.bar < NUM_BARS:
+            raise PolicyError(f"{where}: bar {self.bar} is not a BAR index 0..{NUM_BARS - 1}")
+
+    @property
+    def end(self) -> int:
+        """One past the last byte of the rule."""
+        return self.start + self.size
+
+    def value_byte(self, i: int) -> int:
+        """Byte `i` of the rule's value, little-endian."""
+        return (self.value >> (8 * i)) & 0xFF
+
+    def mask_byte(self, i: int) -> int:
+        """Byte `i` of the rule's mask, little-endian."""
+        return (self.mask >> (8 * i)) & 0xFF
+
+
+class Policy:
+    """An ordered list of rules and the access-wide choices of DESIGN §3.
+
+    The order of `rules` matters: on a full tie the rule listed last owns the byte.
+    """
+
+    __slots__ = ("rules", "fill", "partial", "unaligned")
+
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        *,
+        fill: int = 0xFF,
+        partial: str = "deny",
+        unaligned: str = "allow",
+    ) -> None:
+        rules_t = tuple(rules)
+        names: set[str] = set()
+        for i, r in enumerate(rules_t):
+            if not isinstance(r, Rule):
+                raise PolicyError(f"rule #{i}: expected a Rule, not {type(r).__name__}")
+            if r.name in names:
+                # Events and counters identify rules by name: a duplicate would make an
+                # audit trail ambiguous.
+                raise PolicyError(f"rule {r.name!r}: name is used by more than one rule")
+            names.add(r.name)
+        if not _is_int(fill) or not 0 <= fill <= 0xFF:
+            raise PolicyError(f"policy: fill must be a byte 0..255, not {fill!r}")
+        if partial not in PARTIAL_MODES:
+            raise PolicyError(
+                f"policy: partial {partial!r} is not one of {', '.join(PARTIAL_MODES)}"
+            )
+        if unaligned not in UNALIGNED_MODES:
+            raise PolicyError(
+                f"policy: unaligned {unaligned!r} is not one of {', '.join(UNALIGNED_MODES)}"
+            )
+        self.rules: tuple[Rule, ...] = rules_t
+        self.fill: int = fill
+        self.partial: str = partial
+        self.unaligned: str = unaligned
+
+    def for_bar(self, bar: int) -> tuple[Rule, ...]:
+        """The rules of one BAR, in policy order."""
+        return tuple(r for r in self.rules if r.bar == bar)
+
+    def check_bar(self, bar: int, size: int) -> None:
+        """Raise PolicyError for a rule of `bar` that does not lie inside a BAR of `size`."""
+        for r in self.for_bar(bar):
+            if r.end > size:
+                raise PolicyError(
+                    f"rule {r.name!r}: [{r.start:#x}, {r.end:#x}) lies outside BAR{bar} "
+                    f"of size {size:#x}"
+                )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return (self.rules, self.fill, self.partial, self.unaligned) == (
+            other.rules,
+            other.fill,
+            other.partial,
+            other.unaligned,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.rules, self.fill, self.partial, self.unaligned))
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy({list(self.rules)!r}, fill={self.fill:#x}, partial={self.partial!r}, "
+            f"unaligned={self.unaligned!r})"
+        )
+
+    @classmethod
+    def from_toml(cls, source: object) -> Policy:
+        """Parse a policy from TOML text or a path (see `mmiofilter.policy_toml`)."""
+        from .policy_toml import policy_from_toml
+
+        return policy_from_toml(source)
