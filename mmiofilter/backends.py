@@ -31,7 +31,7 @@ class MemoryBackend(Backend):
     def __init__(self, buffer: Any) -> None:
         try:
             self._cbuf = ffi.from_buffer(buffer, require_writable=True)
-        except TypeError as e:
+        except (TypeError, BufferError) as e:
             raise TypeError(f"MemoryBackend needs a writable buffer: {e}") from None
         self.buffer = buffer  # keeps the memory alive as long as the backend
         self.length = len(self._cbuf)
@@ -114,7 +114,7 @@ def mf_py_read(ctx: Any, offset: int, width: int, value: Any) -> int:
             raise ValueError(f"read callback returned {v!r}, not a {width}-byte value")
         value[0] = v
         return 0
-    except BaseException as e:  # noqa: BLE001 - any failure must fail the access, not the VMM
+    except BaseException as e:
         return cb._fail(e)
 
 
@@ -124,5 +124,5 @@ def mf_py_write(ctx: Any, offset: int, width: int, value: int) -> int:
     try:
         cb.write(offset, width, value)
         return 0
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         return cb._fail(e)

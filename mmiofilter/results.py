@@ -34,8 +34,8 @@ class Event:
     """One access that did not simply pass, or that touched an `audit` byte.
 
     `value` is what the guest wrote for a write, or what it was returned for a read.
-    `rule` names the rule owning the first byte that did not pass (see README,
-    "Contract details").
+    `rule` names the rule owning the first byte that did not pass
+    (docs/contract-details.md, item 6).
     """
 
     seq: int

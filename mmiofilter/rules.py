@@ -52,6 +52,9 @@ class Rule:
                 f"rule {self.name!r}: name must be printable ASCII, without leading or "
                 "trailing spaces"
             )
+        if self.name.startswith("("):
+            # "(unaligned)" and the like name the filter's own decisions in events
+            raise PolicyError(f"rule {self.name!r}: names starting with '(' are reserved")
         if len(self.name.encode()) > MAX_NAME_BYTES:
             raise PolicyError(f"rule {self.name!r}: name is longer than {MAX_NAME_BYTES} bytes")
         where = f"rule {self.name!r}"
@@ -61,9 +64,7 @@ class Rule:
                     f"{where}: {fname} must be an integer, not {getattr(self, fname)!r}"
                 )
         if self.action not in ACTIONS:
-            raise PolicyError(
-                f"{where}: action {self.action!r} is not one of {', '.join(ACTIONS)}"
-            )
+            raise PolicyError(f"{where}: action {self.action!r} is not one of {', '.join(ACTIONS)}")
         if self.start < 0 or self.start > U64_MAX:
             raise PolicyError(f"{where}: start {self.start:#x} is outside 0..2**64-1")
         if self.size < 1:
@@ -105,7 +106,7 @@ class Policy:
     The order of `rules` matters: on a full tie the rule listed last owns the byte.
     """
 
-    __slots__ = ("rules", "fill", "partial", "unaligned")
+    __slots__ = ("fill", "partial", "rules", "unaligned")
 
     def __init__(
         self,

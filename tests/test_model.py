@@ -526,6 +526,7 @@ def test_layout_of_a_64_gib_bar_is_computed_from_rules_not_pages() -> None:
     assert layout.collateral == 2 * P - 12
     everything = make([Rule("all", 0, size, "deny")], size=size).layout
     assert (everything.direct, everything.trapped, everything.collateral) == ([], [(0, size)], 0)
+    assert everything.trapped_count == size // P
 
 
 def test_layout_follows_update() -> None:
@@ -680,6 +681,7 @@ def test_layout_matches_brute_force_on_small_bars(data: st.DataObject) -> None:
         if (i + 1) * P > size or any(a != "allow" for a in actions[i * P : (i + 1) * P])
     ]
     assert layout.trapped_pages == trapped
+    assert layout.trapped_count == len(trapped)
     collateral = sum(actions[i * P : (i + 1) * P].count("allow") for i in trapped)
     assert layout.collateral == collateral
     direct = [i for i in pages if i not in trapped]

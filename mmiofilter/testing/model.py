@@ -161,6 +161,16 @@ class ModelLayout:
     collateral: int
 
     @property
+    def pages(self) -> int:
+        """Pages of the BAR, the partial last one included."""
+        return -(-self.size // self.page_size)
+
+    @property
+    def trapped_count(self) -> int:
+        """How many pages are trapped, without listing them."""
+        return self.pages - sum(length for _, length in self.direct) // self.page_size
+
+    @property
     def trapped_pages(self) -> list[int]:
         """Indexes of the trapped pages, ascending. As long as the number of trapped pages."""
         p = self.page_size

@@ -1,0 +1,39 @@
+"""Shared fixtures: a recording device behind the C core, so tests see every device access."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytest
+
+import mmiofilter as mf
+from mmiofilter.testing.model import ModelDevice
+
+MakeFilter = Callable[..., tuple[mf.BarFilter, ModelDevice]]
+
+
+def touched_bytes(log: Sequence[tuple[int, int, bool, int]], *, writes: bool) -> set[int]:
+    """Every byte offset the device saw in a read (writes=False) or a write (writes=True)."""
+    return {off + i for off, width, is_write, _ in log if is_write == writes for i in range(width)}
+
+
+@pytest.fixture
+def make_filter() -> MakeFilter:
+    """`make_filter(size, rules, **policy_and_filter_kwargs) -> (BarFilter, device)`: the C core
+    over a CallbackBackend into a sparse ModelDevice that logs every access it receives."""
+
+    def make(
+        size: int,
+        rules: Sequence[mf.Rule],
+        *,
+        page_size: int = 4096,
+        bar: int = 0,
+        initial: bytes | None = None,
+        **policy_kwargs: object,
+    ) -> tuple[mf.BarFilter, ModelDevice]:
+        dev = ModelDevice(initial)
+        policy = mf.Policy(rules, **policy_kwargs)  # type: ignore[arg-type]
+        backend = mf.CallbackBackend(dev.read, dev.write)
+        return mf.BarFilter(size, policy, backend, bar=bar, page_size=page_size), dev
+
+    return make
