@@ -19,6 +19,7 @@
  */
 #include <string.h>
 
+#include "backend.h"
 #include "internal.h"
 
 /* What one access found out about its bytes. */
@@ -35,10 +36,10 @@ static uint8_t pool_byte(const struct mf_table *t, size_t off, size_t len, uint6
     return i < len ? t->pool[off + i] : 0;
 }
 
-static void make_plan(struct mf_table *t, const struct mf_access *acc, struct plan *p)
+static void make_plan(struct mf_table *t, const struct mf_access *acc, size_t run,
+                      struct plan *p)
 {
     p->width = acc->width;
-    size_t run = mf_find_run(t, acc->offset);
     uint32_t counted[8];
     unsigned ncounted = 0;
     for (unsigned k = 0; k < acc->width; k++) {
@@ -203,22 +204,85 @@ static int do_write(struct mf_filter *f, struct mf_table *t, const struct mf_acc
     return split_access(&f->backend, acc->offset, w, all & ~blocked, true, &out);
 }
 
+/* The common case: every byte of the access has the same owner, so the access has one
+ * action and needs no per-byte plan. Same decisions as the general path, by construction:
+ * a uniform access is never mixed. */
+static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
+                          size_t run, struct mf_result *res, const char **why)
+{
+    const uint32_t r = t->run_info[run].rule;
+    const uint8_t action = t->run_info[run].action;
+    const unsigned w = acc->width;
+    if (r != MF_NO_RULE)
+        atomic_fetch_add_explicit(&t->hits[r], 1, memory_order_relaxed);
+    const char *name = r == MF_NO_RULE ? NULL : t->rules[r].name;
+    *why = action == MF_AUDIT ? name : NULL;
+    if (!acc->is_write) {
+        if (read_passes(action)) {
+            res->outcome = MF_PASS;
+            return mf_dev_read(&f->backend, acc->offset, w, &res->value) ? MF_EDEVICE : MF_OK;
+        }
+        *why = name;
+        if (action == MF_DENY) {
+            res->outcome = MF_BLOCKED;
+            res->value = fill_value(t->cfg.fill, w);
+            return MF_OK;
+        }
+        const struct mf_crule *c = &t->rules[r];
+        uint64_t v = 0;
+        for (unsigned k = 0; k < w; k++)
+            v |= (uint64_t)pool_byte(t, c->value_off, c->value_len, acc->offset + k - c->start)
+                 << (8 * k);
+        res->outcome = MF_EMULATED;
+        res->value = v;
+        return MF_OK;
+    }
+    if (write_blocked(action)) {
+        *why = name;
+        res->outcome = MF_BLOCKED;
+        res->value = 0;
+        return MF_OK;
+    }
+    uint64_t out = acc->value;
+    res->outcome = MF_PASS;
+    if (action == MF_MASK) {
+        const struct mf_crule *c = &t->rules[r];
+        uint64_t m = 0, v = 0;
+        for (unsigned k = 0; k < w; k++) {
+            uint64_t i = acc->offset + k - c->start;
+            m |= (uint64_t)pool_byte(t, c->mask_off, c->mask_len, i) << (8 * k);
+            v |= (uint64_t)pool_byte(t, c->value_off, c->value_len, i) << (8 * k);
+        }
+        out = (out & ~m) | (v & m);
+        if (out != acc->value) {
+            res->outcome = MF_MASKED;
+            *why = name;
+        }
+    }
+    res->value = out;
+    return mf_dev_write(&f->backend, acc->offset, w, out) ? MF_EDEVICE : MF_OK;
+}
+
 int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
                     struct mf_result *res)
 {
-    struct plan p;
-    make_plan(t, acc, &p);
     const char *why = NULL;
     int rc;
+    size_t run = mf_find_run(t, acc->offset);
+    bool uniform = acc->offset + acc->width <= mf_run_end(t, run);
     if (t->cfg.unaligned == MF_UNALIGNED_DENY && acc->offset % acc->width) {
+        struct plan p;
+        make_plan(t, acc, run, &p); /* for the hit counters: the bytes were still touched */
         res->outcome = MF_BLOCKED;
         res->value = acc->is_write ? 0 : fill_value(t->cfg.fill, acc->width);
         why = "(unaligned)";
         rc = MF_OK;
-    } else if (acc->is_write) {
-        rc = do_write(f, t, acc, &p, res, &why);
+    } else if (uniform) {
+        rc = access_uniform(f, t, acc, run, res, &why);
     } else {
-        rc = do_read(f, t, acc, &p, res, &why);
+        struct plan p;
+        make_plan(t, acc, run, &p);
+        rc = acc->is_write ? do_write(f, t, acc, &p, res, &why) : do_read(f, t, acc, &p, res, &why);
     }
     res->status = (int8_t)rc;
     /* an event for every outcome but a plain pass, and for an audited pass */
@@ -266,6 +330,14 @@ int mf_access(struct mf_filter *f, const struct mf_access *acc, struct mf_result
     int rc = access_one(f, t, acc, res);
     mf_hazard_exit();
     return rc;
+}
+
+int mf_access_scalar(struct mf_filter *f, uint64_t offset, unsigned width, int is_write,
+                     uint64_t value, struct mf_result *res)
+{
+    /* a width that does not fit uint8_t must not wrap into a valid one */
+    struct mf_access acc = {offset, value, (uint8_t)(width > 8 ? 0 : width), is_write != 0};
+    return mf_access(f, &acc, res);
 }
 
 size_t mf_access_batch(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res,

@@ -50,6 +50,7 @@ struct mf_table {
     struct mf_run_info *run_info;
 
     size_t nslots; /* a power of two, or 0 */
+    unsigned slot_shift;
     size_t nindexed;
     struct mf_page_slot *slots;
 
@@ -66,17 +67,48 @@ static inline uint64_t mf_run_end(const struct mf_table *t, size_t i)
     return i + 1 < t->nruns ? t->run_start[i + 1] : t->cfg.bar_size;
 }
 
+static inline size_t mf_slot_of(const struct mf_table *t, uint64_t page)
+{
+    /* Fibonacci hashing: multiplicative, good spread for the strided pages real maps have */
+    return (size_t)((page * 0x9E3779B97F4A7C15ull) >> t->slot_shift);
+}
+
+/* The last run in [lo, lo + n) starting at or before off, given run_start[lo] <= off.
+ * Branchless (the compiler emits a conditional move), so its cost is log2(n) steps
+ * whatever the offsets are, with no mispredictions for a guest to provoke. */
+static inline size_t mf_search_runs(const struct mf_table *t, size_t lo, size_t hi, uint64_t off)
+{
+    size_t n = hi - lo;
+    while (n > 1) {
+        size_t half = n / 2;
+        lo = t->run_start[lo + half] <= off ? lo + half : lo;
+        n -= half;
+    }
+    return lo;
+}
+
 /* The run owning byte `off` (off < bar_size). O(1) to find the page, then a binary search over
- * the runs of that page only; a page holding one run skips straight to a search of the
- * page-spanning runs, which the index never needs to store. */
-size_t mf_find_run(const struct mf_table *t, uint64_t off);
+ * the runs of that page only. A page not in the index lies inside one run, found by a search
+ * of all runs: such pages are either direct (the VMM does not trap them) or wholly owned by
+ * one rule. */
+static inline size_t mf_find_run(const struct mf_table *t, uint64_t off)
+{
+    if (t->nslots) {
+        uint64_t page = off >> t->page_shift;
+        for (size_t s = mf_slot_of(t, page);; s = (s + 1) & (t->nslots - 1)) {
+            const struct mf_page_slot *e = &t->slots[s];
+            if (e->page == page)
+                return mf_search_runs(t, e->lo, e->hi, off);
+            if (e->page == MF_EMPTY_SLOT)
+                break;
+        }
+    }
+    return mf_search_runs(t, 0, t->nruns, off);
+}
 
 /* Layout: fills t->areas, t->trapped_pages, t->collateral (layout.c). */
 int mf_layout_compute(struct mf_table *t);
 
-/* Backend: exactly one device access of `width` bytes (backend.c). */
-int mf_dev_read(const struct mf_backend *b, uint64_t off, unsigned width, uint64_t *value);
-int mf_dev_write(const struct mf_backend *b, uint64_t off, unsigned width, uint64_t value);
 
 /* Event ring (events.c). */
 struct mf_ring {

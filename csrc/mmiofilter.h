@@ -201,6 +201,9 @@ struct mf_result {
 
 /* One access. Returns the status (also in res->status). */
 int mf_access(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res);
+/* The same with the access as scalars, as a KVM_EXIT_MMIO handler has it. */
+int mf_access_scalar(struct mf_filter *f, uint64_t offset, unsigned width, int is_write,
+                     uint64_t value, struct mf_result *res);
 /* `n` accesses in order, under one table: the batch sees a single policy. Returns the number
  * of accesses whose status is not MF_OK. */
 size_t mf_access_batch(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res,

@@ -209,41 +209,6 @@ static int resolve_runs(struct mf_table *t, const struct mf_rule *rules, size_t 
 
 /* ---- the page index ------------------------------------------------------------------ */
 
-static size_t slot_of(const struct mf_table *t, uint64_t page)
-{
-    /* Fibonacci hashing: multiplicative, good spread for the strided pages real maps have */
-    unsigned bits = (unsigned)__builtin_ctzll((unsigned long long)t->nslots);
-    return bits ? (size_t)((page * 0x9E3779B97F4A7C15ull) >> (64 - bits)) : 0;
-}
-
-static size_t search_runs(const struct mf_table *t, size_t lo, size_t hi, uint64_t off)
-{
-    /* invariant: run_start[lo] <= off < run_start[hi] (or the BAR's end) */
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (t->run_start[mid] <= off)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-size_t mf_find_run(const struct mf_table *t, uint64_t off)
-{
-    if (t->nslots) {
-        uint64_t page = off >> t->page_shift;
-        for (size_t s = slot_of(t, page);; s = (s + 1) & (t->nslots - 1)) {
-            const struct mf_page_slot *e = &t->slots[s];
-            if (e->page == page)
-                return search_runs(t, e->lo, e->hi, off);
-            if (e->page == MF_EMPTY_SLOT)
-                break;
-        }
-    }
-    return search_runs(t, 0, t->nruns, off);
-}
-
 static int index_pages(struct mf_table *t)
 {
     /* A page needs an entry when a run starts inside it (not on its first byte). */
@@ -267,6 +232,8 @@ static int index_pages(struct mf_table *t)
     for (size_t s = 0; s < nslots; s++)
         t->slots[s].page = MF_EMPTY_SLOT;
     t->nslots = nslots;
+    /* top log2(nslots) bits of the product; nslots >= 2 so the shift is < 64 */
+    t->slot_shift = 64 - (unsigned)__builtin_ctzll((unsigned long long)nslots);
 
     last = MF_EMPTY_SLOT;
     for (size_t i = 1; i < t->nruns; i++) {
@@ -278,9 +245,9 @@ static int index_pages(struct mf_table *t)
         uint64_t final = first + pmask; /* last byte of the page, clipped to the BAR */
         if (final >= t->cfg.bar_size)
             final = t->cfg.bar_size - 1;
-        size_t lo = search_runs(t, 0, i, first);
-        size_t hi = search_runs(t, i, t->nruns, final) + 1;
-        size_t slot = slot_of(t, page);
+        size_t lo = mf_search_runs(t, 0, i, first);
+        size_t hi = mf_search_runs(t, i, t->nruns, final) + 1;
+        size_t slot = mf_slot_of(t, page);
         while (t->slots[slot].page != MF_EMPTY_SLOT)
             slot = (slot + 1) & (nslots - 1);
         t->slots[slot] = (struct mf_page_slot){page, (uint32_t)lo, (uint32_t)hi};

@@ -153,12 +153,12 @@ class BarFilter:
 
     # ---- accesses ----------------------------------------------------------------------
 
-    def _bufs(self) -> tuple[Any, Any]:
+    def _result_buf(self) -> Any:
         try:
-            return self._local.bufs  # type: ignore[no-any-return]
+            return self._local.res
         except AttributeError:
-            self._local.bufs = (ffi.new("struct mf_access *"), ffi.new("struct mf_result *"))
-            return self._local.bufs  # type: ignore[no-any-return]
+            self._local.res = ffi.new("struct mf_result *")
+            return self._local.res
 
     def _validate(self, offset: object, width: object, is_write: bool, value: object) -> None:
         if type(width) is not int or width not in _WIDTHS:
@@ -178,13 +178,9 @@ class BarFilter:
 
     def _do(self, offset: int, width: int, is_write: bool, value: int) -> Any:
         self._validate(offset, width, is_write, value)
-        acc, res = self._bufs()
-        acc.offset = offset
-        acc.width = width
-        acc.is_write = is_write
-        acc.value = value if is_write else 0
-        rc = lib.mf_access(self._f, acc, res)
-        if rc != 0:
+        res = self._result_buf()
+        rc = lib.mf_access_scalar(self._f, offset, width, is_write, value if is_write else 0, res)
+        if rc:
             self._fail(rc, offset, width)
         return res
 

@@ -23,6 +23,7 @@ POSITIVE_KEYS = (
     "batch_ratio",
     "batch_dense_ns",
     "batch_ns_10000_hot10",
+    "batch_ratio_hot10",
     "batch_floor_ns_10",
     "batch_floor_ns_10000",
     "read_ns_10",
