@@ -46,9 +46,9 @@ static void make_plan(struct mf_table *t, const struct mf_access *acc, size_t ru
         uint64_t a = acc->offset + k;
         while (a >= mf_run_end(t, run)) /* runs tile the BAR: the next byte is in the next run */
             run++;
-        uint32_t r = t->run_info[run].rule;
+        uint32_t r = t->runs[run].rule;
         p->rule[k] = r;
-        p->action[k] = t->run_info[run].action;
+        p->action[k] = t->runs[run].action;
         p->vbyte[k] = p->mbyte[k] = 0;
         if (r == MF_NO_RULE)
             continue;
@@ -121,7 +121,7 @@ static int split_access(const struct mf_backend *b, uint64_t off, unsigned width
 
 static const char *rule_name(const struct mf_table *t, uint32_t r)
 {
-    return r == MF_NO_RULE ? "" : t->rules[r].name;
+    return r == MF_NO_RULE ? "" : t->names[r];
 }
 
 /* Index of the first byte whose bit is set in `sel`, or -1. */
@@ -210,12 +210,12 @@ static int do_write(struct mf_filter *f, struct mf_table *t, const struct mf_acc
 static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
                           size_t run, struct mf_result *res, const char **why)
 {
-    const uint32_t r = t->run_info[run].rule;
-    const uint8_t action = t->run_info[run].action;
+    const uint32_t r = t->runs[run].rule;
+    const uint8_t action = t->runs[run].action;
     const unsigned w = acc->width;
     if (r != MF_NO_RULE)
         atomic_fetch_add_explicit(&t->hits[r], 1, memory_order_relaxed);
-    const char *name = r == MF_NO_RULE ? NULL : t->rules[r].name;
+    const char *name = r == MF_NO_RULE ? NULL : t->names[r];
     *why = action == MF_AUDIT ? name : NULL;
     if (!acc->is_write) {
         if (read_passes(action)) {

@@ -10,20 +10,22 @@
 
 #include "mmiofilter.h"
 
-/* A compiled rule: what the access path needs to know about the owner of a byte. */
+/* A compiled rule: what the access path needs to know about the owner of a byte. Names are
+ * kept apart (t->names): they are only read to record an event. */
 struct mf_crule {
-    char name[MF_NAME_MAX];
     uint64_t start;
-    uint8_t action;
     /* value and mask bytes live in the table's pool; bytes past *_len are 0 */
-    size_t value_off, value_len, mask_off, mask_len;
+    uint32_t value_off, value_len, mask_off, mask_len;
+    uint8_t action;
 };
 
 /* One run of bytes with a single owner. Runs tile the whole BAR in order; run i covers
- * [run_start[i], run_start[i+1]) (the last one ends at the BAR's size). Gaps no rule covers
+ * [runs[i].start, runs[i+1].start) (the last one ends at the BAR's size). Gaps no rule covers
  * are runs too, owned by MF_NO_RULE with action allow, so every offset has exactly one run
- * and "the run after this one" is always the next index, even across pages. */
-struct mf_run_info {
+ * and "the run after this one" is always the next index, even across pages. 16 bytes: the
+ * runs of a page usually share one or two cache lines. */
+struct mf_run {
+    uint64_t start;
     uint32_t rule;
     uint8_t action;
 };
@@ -42,12 +44,12 @@ struct mf_table {
 
     size_t nrules;
     struct mf_crule *rules;
+    char (*names)[MF_NAME_MAX];
     _Atomic uint64_t *hits; /* per rule: the only mutable part of a table */
     uint8_t *pool;
 
     size_t nruns;
-    uint64_t *run_start; /* separate from run_info so the binary search stays in few lines */
-    struct mf_run_info *run_info;
+    struct mf_run *runs;
 
     size_t nslots; /* a power of two, or 0 */
     unsigned slot_shift;
@@ -64,7 +66,7 @@ struct mf_table {
 
 static inline uint64_t mf_run_end(const struct mf_table *t, size_t i)
 {
-    return i + 1 < t->nruns ? t->run_start[i + 1] : t->cfg.bar_size;
+    return i + 1 < t->nruns ? t->runs[i + 1].start : t->cfg.bar_size;
 }
 
 static inline size_t mf_slot_of(const struct mf_table *t, uint64_t page)
@@ -73,7 +75,7 @@ static inline size_t mf_slot_of(const struct mf_table *t, uint64_t page)
     return (size_t)((page * 0x9E3779B97F4A7C15ull) >> t->slot_shift);
 }
 
-/* The last run in [lo, lo + n) starting at or before off, given run_start[lo] <= off.
+/* The last run in [lo, lo + n) starting at or before off, given runs[lo].start <= off.
  * Branchless (the compiler emits a conditional move), so its cost is log2(n) steps
  * whatever the offsets are, with no mispredictions for a guest to provoke. */
 static inline size_t mf_search_runs(const struct mf_table *t, size_t lo, size_t hi, uint64_t off)
@@ -81,7 +83,7 @@ static inline size_t mf_search_runs(const struct mf_table *t, size_t lo, size_t 
     size_t n = hi - lo;
     while (n > 1) {
         size_t half = n / 2;
-        lo = t->run_start[lo + half] <= off ? lo + half : lo;
+        lo = t->runs[lo + half].start <= off ? lo + half : lo;
         n -= half;
     }
     return lo;

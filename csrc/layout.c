@@ -51,9 +51,9 @@ int mf_layout_compute(struct mf_table *t)
     struct walk w = {t, 0, 0};
     uint64_t restricted = 0; /* bytes owned by a non-allow action: never collateral */
     for (size_t i = 0; i < t->nruns; i++) {
-        if (t->run_info[i].action == MF_ALLOW)
+        if (t->runs[i].action == MF_ALLOW)
             continue;
-        uint64_t s = t->run_start[i], e = mf_run_end(t, i);
+        uint64_t s = t->runs[i].start, e = mf_run_end(t, i);
         restricted += e - s;
         trap(&w, s >> sh, (e - 1) >> sh);
     }

@@ -127,6 +127,7 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
         mf_set_error(err, -1, "rules is NULL");
         return MF_EINVAL;
     }
+    uint64_t pool = 0; /* value and mask bytes, addressed with 32-bit offsets */
     for (size_t i = 0; i < n; i++) {
         const struct mf_rule *r = &rules[i];
         if (!r->name || !memchr(r->name, '\0', MF_NAME_MAX) || !r->name[0]) {
@@ -151,6 +152,11 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
             mf_set_error(err, (int64_t)i, "rule %s: value or mask wider than the rule", r->name);
             return MF_EINVAL;
         }
+        pool += (uint64_t)r->value_len + r->mask_len;
+        if (pool > UINT32_MAX) {
+            mf_set_error(err, (int64_t)i, "rule %s: values and masks exceed 4 GiB in all", r->name);
+            return MF_EINVAL;
+        }
     }
     return MF_OK;
 }
@@ -163,9 +169,8 @@ static int resolve_runs(struct mf_table *t, const struct mf_rule *rules, size_t 
     uint64_t *pos = malloc((2 * n + 2) * sizeof *pos);
     struct by_start *order = malloc((n ? n : 1) * sizeof *order);
     uint32_t *heapv = malloc((n ? n : 1) * sizeof *heapv);
-    t->run_start = malloc((2 * n + 1) * sizeof *t->run_start);
-    t->run_info = malloc((2 * n + 1) * sizeof *t->run_info);
-    if (!pos || !order || !heapv || !t->run_start || !t->run_info) {
+    t->runs = malloc((2 * n + 1) * sizeof *t->runs);
+    if (!pos || !order || !heapv || !t->runs) {
         free(pos), free(order), free(heapv);
         return MF_ENOMEM;
     }
@@ -195,11 +200,11 @@ static int resolve_runs(struct mf_table *t, const struct mf_rule *rules, size_t 
             heap_pop(&h);
         uint32_t owner = h.n ? h.v[0] : MF_NO_RULE;
         /* Same owner as the run before: the rule is contiguous there, so extend it. */
-        if (nruns && t->run_info[nruns - 1].rule == owner)
+        if (nruns && t->runs[nruns - 1].rule == owner)
             continue;
-        t->run_start[nruns] = p;
-        t->run_info[nruns].rule = owner;
-        t->run_info[nruns].action = owner == MF_NO_RULE ? MF_ALLOW : rules[owner].action;
+        t->runs[nruns].start = p;
+        t->runs[nruns].rule = owner;
+        t->runs[nruns].action = owner == MF_NO_RULE ? MF_ALLOW : rules[owner].action;
         nruns++;
     }
     t->nruns = nruns;
@@ -215,7 +220,7 @@ static int index_pages(struct mf_table *t)
     size_t want = 0;
     uint64_t pmask = t->cfg.page_size - 1, last = MF_EMPTY_SLOT;
     for (size_t i = 1; i < t->nruns; i++) {
-        uint64_t s = t->run_start[i];
+        uint64_t s = t->runs[i].start;
         if ((s & pmask) && (s >> t->page_shift) != last) {
             last = s >> t->page_shift;
             want++;
@@ -237,7 +242,7 @@ static int index_pages(struct mf_table *t)
 
     last = MF_EMPTY_SLOT;
     for (size_t i = 1; i < t->nruns; i++) {
-        uint64_t s = t->run_start[i], page = s >> t->page_shift;
+        uint64_t s = t->runs[i].start, page = s >> t->page_shift;
         if (!(s & pmask) || page == last)
             continue;
         last = page;
@@ -264,28 +269,29 @@ static int copy_rules(struct mf_table *t, const struct mf_rule *rules, size_t n)
     for (size_t i = 0; i < n; i++)
         pool_len += rules[i].value_len + rules[i].mask_len;
     t->rules = calloc(n ? n : 1, sizeof *t->rules);
+    t->names = calloc(n ? n : 1, sizeof *t->names);
     t->hits = calloc(n ? n : 1, sizeof *t->hits);
     t->pool = malloc(pool_len ? pool_len : 1);
-    if (!t->rules || !t->hits || !t->pool)
+    if (!t->rules || !t->names || !t->hits || !t->pool)
         return MF_ENOMEM;
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
         struct mf_crule *c = &t->rules[i];
-        strcpy(c->name, rules[i].name); /* length checked by validate() */
+        strcpy(t->names[i], rules[i].name); /* length checked by validate() */
         c->start = rules[i].start;
         c->action = rules[i].action;
-        c->value_off = at;
-        c->value_len = rules[i].value_len;
+        c->value_off = (uint32_t)at;
+        c->value_len = (uint32_t)rules[i].value_len;
         if (c->value_len)
             memcpy(t->pool + at, rules[i].value, c->value_len);
         at += c->value_len;
-        c->mask_off = at;
-        c->mask_len = rules[i].mask_len;
+        c->mask_off = (uint32_t)at;
+        c->mask_len = (uint32_t)rules[i].mask_len;
         if (c->mask_len)
             memcpy(t->pool + at, rules[i].mask, c->mask_len);
         at += c->mask_len;
     }
-    t->footprint += n * (sizeof *t->rules + sizeof *t->hits) + pool_len;
+    t->footprint += n * (sizeof *t->rules + sizeof *t->names + sizeof *t->hits) + pool_len;
     return MF_OK;
 }
 
@@ -318,7 +324,7 @@ struct mf_table *mf_table_compile(const struct mf_rule *rules, size_t n,
         mf_table_free(t);
         return NULL;
     }
-    t->footprint += sizeof *t + t->nruns * (sizeof *t->run_start + sizeof *t->run_info) +
+    t->footprint += sizeof *t + t->nruns * sizeof *t->runs +
                     t->nslots * sizeof *t->slots + t->nareas * sizeof *t->areas;
     return t;
 }
@@ -330,8 +336,8 @@ void mf_table_free(struct mf_table *t)
     free(t->rules);
     free((void *)t->hits);
     free(t->pool);
-    free(t->run_start);
-    free(t->run_info);
+    free(t->runs);
+    free(t->names);
     free(t->slots);
     free(t->areas);
     free(t);
@@ -344,7 +350,7 @@ size_t mf_table_rule_count(const struct mf_table *t) { return t->nrules; }
 
 const char *mf_table_rule_name(const struct mf_table *t, size_t rule)
 {
-    return rule < t->nrules ? t->rules[rule].name : NULL;
+    return rule < t->nrules ? t->names[rule] : NULL;
 }
 
 void mf_table_counters(const struct mf_table *t, uint64_t *out, size_t n)

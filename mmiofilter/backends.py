@@ -105,7 +105,7 @@ class CallbackBackend(Backend):
         raise BackendError(f"{where}: the device callback failed: {exc!r}") from exc
 
 
-@ffi.def_extern()  # type: ignore[misc]
+@ffi.def_extern()  # type: ignore[untyped-decorator]
 def mf_py_read(ctx: Any, offset: int, width: int, value: Any) -> int:
     cb: CallbackBackend = ffi.from_handle(ctx)
     try:
@@ -114,11 +114,11 @@ def mf_py_read(ctx: Any, offset: int, width: int, value: Any) -> int:
             raise ValueError(f"read callback returned {v!r}, not a {width}-byte value")
         value[0] = v
         return 0
-    except BaseException as e:
+    except BaseException as e:  # any failure fails the access, never the VMM's thread
         return cb._fail(e)
 
 
-@ffi.def_extern()  # type: ignore[misc]
+@ffi.def_extern()  # type: ignore[untyped-decorator]
 def mf_py_write(ctx: Any, offset: int, width: int, value: int) -> int:
     cb: CallbackBackend = ffi.from_handle(ctx)
     try:

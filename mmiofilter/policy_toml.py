@@ -38,7 +38,7 @@ def _read_source(source: object) -> tuple[str, str]:
     if isinstance(source, os.PathLike) or (
         isinstance(source, str) and "\n" not in source and "=" not in source
     ):
-        path = Path(os.fspath(source))  # type: ignore[arg-type]
+        path = Path(os.fspath(source))
         try:
             return path.read_text(encoding="utf-8"), str(path)
         except (OSError, UnicodeDecodeError) as e:
