@@ -8,6 +8,7 @@ call, so several vCPU threads can be inside the core at once.
 from __future__ import annotations
 
 import mmap
+import struct
 import threading
 from typing import Any
 
@@ -41,6 +42,30 @@ def check_bar_size(size: object) -> int:
     return size
 
 
+def _rule_struct() -> struct.Struct:
+    """`struct mf_rule` as the struct module packs it, checked against cffi's own layout."""
+    fmt = struct.Struct("@PQQiBPNPN")  # native: the C compiler's own alignment
+    fields = (
+        "name",
+        "start",
+        "size",
+        "priority",
+        "action",
+        "value",
+        "value_len",
+        "mask",
+        "mask_len",
+    )
+    offsets = [ffi.offsetof("struct mf_rule", f) for f in fields]
+    want = [0, 8, 16, 24, 28, 32, 40, 48, 56]
+    if ffi.sizeof("struct mf_rule") != fmt.size or offsets != want:
+        raise ImportError(f"unexpected struct mf_rule layout {offsets}: rebuild mmiofilter")
+    return fmt
+
+
+_RULE_STRUCT = _rule_struct()
+
+
 def _le_bytes(v: int) -> bytes:
     return v.to_bytes((v.bit_length() + 7) // 8, "little")
 
@@ -53,21 +78,33 @@ class _Table:
             raise PolicyError(f"expected a Policy, not {type(policy).__name__}")
         policy.check_bar(bar, size)
         rules: tuple[Rule, ...] = policy.for_bar(bar)
-        keep: list[Any] = []  # C strings and byte arrays alive until compiled (copied then)
-        crules = ffi.new("struct mf_rule[]", max(len(rules), 1))
-        for c, r in zip(crules, rules, strict=False):
-            name = ffi.new("char[]", r.name.encode())
-            value, mask = _le_bytes(r.value), _le_bytes(r.mask)
-            keep += [name, value, mask]
-            c.name = name
-            c.start = r.start
-            c.size = r.size
-            c.priority = r.priority
-            c.action = ACTIONS.index(r.action)
-            c.value = ffi.from_buffer(value)
-            c.value_len = len(value)
-            c.mask = ffi.from_buffer(mask)
-            c.mask_len = len(mask)
+        # One buffer for every name, value and mask, and the rule array packed in one go (the
+        # core copies both while compiling): per-field cffi calls would dominate compiling
+        # thousands of rules.
+        blobs: list[bytes] = []
+        at = 0
+        for r in rules:
+            blobs += (r.name.encode() + b"\0", _le_bytes(r.value), _le_bytes(r.mask))
+        pool = ffi.from_buffer(b"".join(blobs) or b"\0")
+        base = int(ffi.cast("uintptr_t", ffi.cast("uint8_t *", pool)))
+        packed = bytearray(_RULE_STRUCT.size * max(len(rules), 1))
+        for i, r in enumerate(rules):
+            name, value, mask = blobs[3 * i : 3 * i + 3]
+            _RULE_STRUCT.pack_into(
+                packed,
+                i * _RULE_STRUCT.size,
+                base + at,
+                r.start,
+                r.size,
+                r.priority,
+                ACTIONS.index(r.action),
+                base + at + len(name),
+                len(value),
+                base + at + len(name) + len(value),
+                len(mask),
+            )
+            at += len(name) + len(value) + len(mask)
+        crules = ffi.from_buffer("struct mf_rule[]", packed)
         cfg = ffi.new(
             "struct mf_config *",
             {
