@@ -3,7 +3,7 @@
 - The reference model of DESIGN §2-4 (`ModelFilter`, `ModelDevice`, `owner`, `compute_layout`,
   ...): the oracle differential tests compare the C core and `BarFilter` against.
 - Hypothesis strategies for page sizes, BAR sizes, rules, policies, and valid and invalid
-  accesses. Importing this package therefore needs hypothesis (a test dependency).
+  accesses (these need hypothesis, a test dependency; the model does not).
 """
 
 from __future__ import annotations
@@ -22,20 +22,34 @@ from .model import (
     elementary_intervals,
     owner,
 )
-from .strategies import (
-    BAD_WIDTHS,
-    MAX_BAR_SIZE,
-    PAGE_SIZES,
-    PRIORITIES,
-    Access,
-    accesses,
-    bar_sizes,
-    invalid_accesses,
-    page_sizes,
-    policies,
-    rule_names,
-    rules,
+
+# The strategies need hypothesis (a test dependency); the model does not, so a VMM's own tests
+# or the benchmark can use the model without it. Strategy names resolve on first use.
+_STRATEGY_NAMES = frozenset(
+    {
+        "BAD_WIDTHS",
+        "MAX_BAR_SIZE",
+        "PAGE_SIZES",
+        "PRIORITIES",
+        "Access",
+        "accesses",
+        "bar_sizes",
+        "invalid_accesses",
+        "page_sizes",
+        "policies",
+        "rule_names",
+        "rules",
+    }
 )
+
+
+def __getattr__(name: str) -> object:
+    if name in _STRATEGY_NAMES:
+        from . import strategies
+
+        return getattr(strategies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BAD_WIDTHS",
