@@ -2,8 +2,9 @@
  * access.c - decide one trapped access byte by byte (DESIGN §3).
  *
  * Flow: the VMM took an exit on a trapped page and calls mf_access(). We validate the access
- * (width, range with no wrap, value), find the run owning its first byte through the page
- * index, walk the following runs for its other bytes (at most 8), and classify each byte:
+ * (width, range with no wrap, value) and find the run owning its first byte through the page
+ * index. When that run owns every byte (the common case), its one action decides. Otherwise
+ * we walk the following runs for the other bytes (at most 8) and classify each byte:
  *
  *   read:  allow, audit, readonly, mask pass; emulate answers the rule's value byte; deny
  *          answers the fill byte. Device untouched unless some byte passes.
@@ -17,8 +18,6 @@
  * partial = split does what vfio does and accesses the passing bytes in naturally aligned
  * chunks. Either way no byte that does not pass reaches the device.
  */
-#include <string.h>
-
 #include "backend.h"
 #include "internal.h"
 

@@ -1,0 +1,123 @@
+"""The human-readable report of a run's result: the header, the main table (one line per
+figure, from ROWS, with its target), the batch variants and the notes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .workload import GiB, KiB, MiB
+
+
+def _size(n: float) -> str:
+    for unit, name in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if n >= unit:
+            return f"{n / unit:.1f} {name}"
+    return f"{n:.0f} B"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _ns(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.1f} ns"
+
+
+def _bytes(n: int) -> str:
+    return f"{_size(n)} ({n:,} B)"
+
+
+#: (label, key, how to show the value) for each line of the main table.
+ROWS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("batch, 10 rules (per access)", "batch_ns_10", _ns),
+    ("batch, 10,000 rules (per access)", "batch_ns_10000", _ns),
+    ("batch ratio 10,000 / 10 rules", "batch_ratio", lambda x: f"{x:.2f}x"),
+    ("  floor: no rules, accesses of 10 rules", "batch_floor_ns_10", _ns),
+    ("  floor: no rules, accesses of 10,000 rules", "batch_floor_ns_10000", _ns),
+    ("  filter share above floor, 10 rules", "batch_filter_ns_10", _ns),
+    ("  filter share above floor, 10,000 rules", "batch_filter_ns_10000", _ns),
+    ("  filter share ratio 10,000 / 10", "batch_filter_ratio",
+     lambda x: "n/a (noise)" if x is None else f"{x:.2f}x"),
+    ("  10,000 rules, accesses on 10 pages", "batch_ns_10000_hot10", _ns),
+    ("  ratio of that / 10 rules", "batch_ratio_hot10", lambda x: f"{x:.2f}x"),
+    ("batch, dense: 1,000 rules in one 64 KiB page", "batch_dense_ns", _ns),
+    ("BarFilter.read, trapped page, 10 rules", "read_ns_10", _ns),
+    ("BarFilter.read, trapped page, 10,000 rules", "read_ns_10000", _ns),
+    ("reference model read, 10 rules", "model_read_ns", _ns),
+    ("reference model read, 10,000 rules", "model_read_ns_10000", _ns),
+    ("64 GiB BAR, 1,000 rules: C compile", "compile_64g_1000_ms", lambda x: f"{x:.2f} ms"),
+    ("64 GiB BAR, 1,000 rules: footprint", "footprint_64g_1000_bytes", _bytes),
+    ("64 GiB BAR, 1,000 rules: BarFilter(...)", "construct_64g_1000_ms",
+     lambda x: f"{x:.2f} ms"),
+    ("64 GiB BAR, 10,000 rules: C compile", "compile_64g_10000_ms", lambda x: f"{x:.2f} ms"),
+    ("64 GiB BAR, 10,000 rules: footprint", "footprint_64g_10000_bytes", _bytes),
+    ("64 GiB BAR, 10,000 rules: BarFilter(...)", "construct_64g_10000_ms",
+     lambda x: f"{x:.2f} ms"),
+)  # fmt: skip
+
+
+def _header(r: dict[str, Any]) -> list[str]:
+    m, pr = r["machine"], r["params"]
+    return [
+        "mmiofilter benchmark" + ("  (--quick: smoke run, figures not meaningful)"
+                                  if pr["quick"] else ""),
+        f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
+        f"{m['implementation']} {m['python']}, kernel {m['kernel']}",
+        f"batch: {pr['accesses_per_batch']:,} accesses per mf_access_batch call, "
+        f"{pr['repeats']} timed calls per variant (round-robin), median shown; memory backend "
+        f"(bytearray); {_size(pr['bar_size'])} BAR, {_size(pr['page_size'])} pages; "
+        f"seed {pr['seed']}",
+    ]  # fmt: skip
+
+
+def _main_table(r: dict[str, Any]) -> list[str]:
+    lines = [f"{'figure':<46} {'value':>22}  {'target':<10} met"]
+    for label, key, show in ROWS:
+        value = r[key]
+        t = r["targets"].get(key)
+        target = t["target"] if t else ""
+        met = {True: "yes", False: "NO", None: "n/a"}[t["met"]] if t else ""
+        shown = "n/a" if value is None and show is not _ns else show(value)
+        lines.append(f"{label:<46} {shown:>22}  {target:<10} {met}".rstrip())
+    return lines
+
+
+def _variant_lines(label: str, d: dict[str, Any]) -> list[str]:
+    mix, oc = d["mix"], d["outcomes"]
+    if d["rules"] == 0:
+        return [
+            f"  {label}: median {d['median_ns']:.1f} ns, best {d['best_ns']:.1f} ns "
+            f"({mix['distinct_pages']:,} pages touched)"
+        ]
+    widths = ", ".join(f"w{k} {_pct(s)}" for k, s in mix["widths"].items())
+    return [
+        f"  {label}: {d['rules']:,} rules, {_size(d['page_size'])} pages, {d['runs']:,} runs, "
+        f"{d['indexed_pages']:,} indexed pages, table {_size(d['footprint_bytes'])}; "
+        f"median {d['median_ns']:.1f} ns, best {d['best_ns']:.1f} ns",
+        f"    mix: {_pct(mix['on_allowed_registers_in_trapped_pages'])} allowed registers in "
+        f"trapped pages, {_pct(mix['on_rule_registers'])} rule registers; "
+        f"{_pct(mix['writes'])} writes; {widths}; {mix['distinct_pages']:,} pages touched",
+        "    outcomes: " + ", ".join(f"{k} {_pct(s)}" for k, s in oc.items() if s)
+        + f"; events (ring pushes) {_pct(d['events_per_access'])} of accesses",
+    ]  # fmt: skip
+
+
+def format_table(r: dict[str, Any]) -> str:
+    pr = r["params"]
+    lines = [*_header(r), "", *_main_table(r), "", "batch variants:"]
+    for label, d in r["variants"].items():
+        lines += _variant_lines(label, d)
+    for n, d in r["big_bar"].items():
+        lines.append(
+            f"  64 GiB BAR, {int(n):,} rules: {d['runs']:,} runs, {d['indexed_pages']:,} indexed "
+            f"pages, {d['trapped_pages']:,} trapped pages, {d['direct_areas']:,} direct areas"
+        )
+    lines.append(
+        f"  BarFilter.read: {pr['read_iters']:,} calls in a Python loop (loop included); "
+        f"model: {pr['model_iters_10']:,} calls (10 rules), {pr['model_iters_10000']:,} "
+        "(10,000 rules)"
+    )
+    if r["model_note"]:
+        lines.append(f"  note: {r['model_note']}")
+    return "\n".join(lines)
