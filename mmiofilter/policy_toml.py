@@ -79,15 +79,28 @@ def parse_rule(entry: object, index: int, where: str) -> Rule:
         raise PolicyError(f"{where}: {e}") from None
 
 
-def policy_from_toml(source: object) -> Policy:
+def read_document(source: object) -> tuple[dict[str, Any], str]:
+    """The parsed TOML of a policy source, and a name for it in messages."""
     text, where = _read_source(source)
     try:
-        doc: dict[str, Any] = tomllib.loads(text)
+        return tomllib.loads(text), where
     except tomllib.TOMLDecodeError as e:
         raise PolicyError(f"{where}: invalid TOML: {e}") from None
-    unknown = sorted(set(doc) - TOP_KEYS)
+
+
+def policy_from_document(
+    doc: dict[str, Any], where: str, extra_keys: frozenset[str] = frozenset()
+) -> Policy:
+    """The Policy of a parsed file; `extra_keys` are top-level keys a caller handles itself
+    (a device policy file's profile and options)."""
+    unknown = sorted(set(doc) - TOP_KEYS - extra_keys)
     if unknown:
-        raise PolicyError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        hint = (
+            " (a device policy file: load it with mmiofilter.devices.load_policy_file)"
+            if {"profile", "device", "options", "config"} & set(unknown)
+            else ""
+        )
+        raise PolicyError(f"{where}: unknown key(s) {', '.join(unknown)}{hint}")
     entries = doc.get("rule", [])
     if not isinstance(entries, list):
         raise PolicyError(f"{where}: 'rule' must be an array of tables ([[rule]])")
@@ -97,3 +110,8 @@ def policy_from_toml(source: object) -> Policy:
         return Policy(rules, **options)
     except PolicyError as e:
         raise PolicyError(f"{where}: {e}") from None
+
+
+def policy_from_toml(source: object) -> Policy:
+    doc, where = read_document(source)
+    return policy_from_document(doc, where)

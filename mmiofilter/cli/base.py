@@ -1,0 +1,139 @@
+"""The framework of the `mmiofilter` command: one subcommand per task.
+
+Adding a subcommand is a function that adds its arguments, a function that runs it, and one
+`register(...)` line in a module of this package that `__init__` imports. A run function
+returns the exit status, or raises `CliError` (or a PolicyError / ValueError / OSError of the
+library) for a one-line message on stderr and exit status 2: an admin reading a typo in a
+policy file needs the message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from ..errors import PolicyError
+from ..rules import NUM_BARS
+
+EXIT_USAGE = 2
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]?)(?:I?B)?$", re.IGNORECASE)
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (prog: error: ...), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# ---- argument types ---------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """A byte count: decimal (`65536`), hex (`0x1000`) or with a binary unit (`4K`, `64KiB`,
+    `16M`, `64G`). At least 1."""
+    s = text.strip()
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+", s):
+        value = int(s, 16)
+    else:
+        m = _SIZE_RE.match(s)
+        if not m:
+            raise ValueError(f"{text!r} is not a size (examples: 4096, 0x1000, 4K, 16M, 64G)")
+        value = int(m.group(1)) * _UNITS[m.group(2).upper()]
+    if value < 1:
+        raise ValueError(f"size {text!r} must be at least 1 byte")
+    return value
+
+
+def size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def bar_arg(text: str) -> int:
+    try:
+        bar = int(text, 0)
+    except ValueError:
+        bar = -1
+    if not 0 <= bar < NUM_BARS:
+        raise argparse.ArgumentTypeError(f"BAR {text!r} is not an index 0..{NUM_BARS - 1}")
+    return bar
+
+
+_BINARY_UNITS = ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"))
+
+
+def human_size(n: int) -> str:
+    """Exact in the largest unit that divides n (`4 KiB`, `56 KiB`, `4,092 B`), with an
+    approximation in a larger unit when that helps (`67,108,800 KiB (~64.0 GiB)`)."""
+    exact = next(((u, name) for u, name in _BINARY_UNITS if n >= u and n % u == 0), (1, "B"))
+    text = f"{n // exact[0]:,} {exact[1]}"
+    big = next(((u, name) for u, name in _BINARY_UNITS if n >= u), None)
+    if big is not None and big[0] > exact[0]:
+        text += f" (~{n / big[0]:.1f} {big[1]})"
+    return text
+
+
+# ---- registration -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(
+    name: str,
+    help: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    """Make `mmiofilter NAME` exist: `configure` adds its arguments, `run` does it."""
+    if name in COMMANDS:
+        raise ValueError(f"subcommand {name!r} is registered twice")
+    COMMANDS[name] = Command(name, help, configure, run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mmiofilter",
+        description="Byte-exact userspace MMIO filter for PCI BARs passed through to VMs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    try:
+        status: int = args._run(args)
+        return status
+    except (CliError, PolicyError, ValueError, OSError) as e:
+        print(f"mmiofilter {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,148 @@
+"""`mmiofilter layout`: which pages of a BAR the guest may map, and what trapping costs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..backends import CallbackBackend
+from ..devices.regmap import RegisterMap
+from ..filter import BarFilter
+from ..results import Outcome
+from ..rules import Policy
+from .base import CliError, bar_arg, human_size, register, size_arg
+from .source import add_source_argument, load_source
+
+#: The page sizes an admin meets: x86 and most ARM hosts, ARM 16K, POWER and ARM 64K.
+PAGE_SIZES = (4096, 16384, 65536)
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    add_source_argument(p)
+    p.add_argument(
+        "--bar-size", type=size_arg, default=None, metavar="N",
+        help="BAR size: decimal, hex (0x1000) or with a unit (64K, 16M, 64G); "
+        "default: the profile's register map",
+    )  # fmt: skip
+    p.add_argument(
+        "--page-size", type=size_arg, default=None, metavar="P",
+        help="page size (4K, 16K, 64K, ...); default: each of 4K, 16K and 64K",
+    )  # fmt: skip
+    p.add_argument("--bar", type=bar_arg, default=0, help="BAR index 0..5 (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _zero_read(offset: int, width: int) -> int:
+    return 0
+
+
+def _ignore_write(offset: int, width: int, value: int) -> None:
+    return None
+
+
+def _usable_in_trapped(f: BarFilter, regmap: RegisterMap | None) -> list[dict[str, Any]]:
+    """Named registers no rule restricts that sit in trapped pages: the page size's cost to
+    the guest driver, an exit for every access to them. Decided by the core itself."""
+    if regmap is None:
+        return []
+    direct = f.layout.direct
+    out = []
+    for r in regmap.regions:
+        if r.kind != "register" or r.bar != f.bar or r.end > f.size:
+            continue
+        if any(off <= r.offset and r.end <= off + length for off, length in direct):
+            continue
+        width = r.size if r.size in (1, 2, 4, 8) else 4
+        read = f.access(r.offset, width, False).outcome
+        written = f.access(r.offset, width, True, 0).outcome
+        if read is Outcome.PASS and written is Outcome.PASS:
+            out.append({"name": r.name, "offset": r.offset, "size": r.size})
+    return out
+
+
+def layout_report(
+    policy: Policy, size: int, page_size: int, bar: int, regmap: RegisterMap | None = None
+) -> dict[str, Any]:
+    """The page layout of one BAR under `policy`, as the C core computes it."""
+    # Layout needs no device: a backend that reads 0 lets a 64 GiB BAR be described.
+    f = BarFilter(
+        size, policy, CallbackBackend(_zero_read, _ignore_write), bar=bar, page_size=page_size
+    )
+    lay = f.layout
+    trapped: list[tuple[int, int]] = []  # the complement of the direct areas
+    pos = 0
+    for off, length in [*lay.direct, (size, 0)]:
+        if off > pos:
+            trapped.append((pos, off - pos))
+        pos = off + length
+    return {
+        "bar": bar,
+        "bar_size": size,
+        "page_size": page_size,
+        "rules": len(policy.for_bar(bar)),
+        "pages": lay.pages,
+        "direct": [list(a) for a in lay.direct],
+        "direct_bytes": lay.direct_bytes,
+        "trapped_pages": lay.trapped_count,
+        "trapped_areas": [list(a) for a in trapped],
+        "trapped_bytes": size - lay.direct_bytes,
+        "collateral": lay.collateral,
+        "usable_registers_trapped": _usable_in_trapped(f, regmap),
+        "table_footprint": f.table_footprint(),
+    }
+
+
+def _area(off: int, length: int) -> str:
+    return f"[{off:#x}, {off + length:#x})  {human_size(length)}"
+
+
+def format_layout(r: dict[str, Any]) -> str:
+    lines = [
+        f"BAR{r['bar']}: {human_size(r['bar_size'])} ({r['bar_size']:#x}), "
+        f"{human_size(r['page_size'])} pages: {r['pages']:,} page(s), {r['rules']} rule(s)",
+        f"direct areas: {len(r['direct'])}, {human_size(r['direct_bytes'])} mapped into the guest",
+    ]
+    lines += [f"  {_area(off, length)}" for off, length in r["direct"]]
+    lines.append(
+        f"trapped pages: {r['trapped_pages']:,} ({human_size(r['trapped_bytes'])}) in "
+        f"{len(r['trapped_areas'])} area(s)"
+    )
+    lines += [f"  {_area(off, length)}" for off, length in r["trapped_areas"]]
+    lines.append(f"collateral: {human_size(r['collateral'])} of allowed bytes in trapped pages")
+    usable = r["usable_registers_trapped"]
+    if usable:
+        lines.append(f"unrestricted registers that now cost an exit per access ({len(usable)}):")
+        lines += [f"  {u['name']} {u['offset']:#x}" for u in usable]
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    source = load_source(args)
+    policy, resolved = source.resolve()
+    size = args.bar_size or source.bar_size(args.bar)
+    if size is None:
+        raise CliError(f"{source.label}: give --bar-size (no register map gives BAR{args.bar}'s)")
+    pages = [args.page_size] if args.page_size else list(PAGE_SIZES)
+    reports = [layout_report(policy, size, p, args.bar, source.register_map) for p in pages]
+    if args.json:
+        out: dict[str, Any] = reports[0] if args.page_size else {"layouts": reports}
+        out = {"source": source.label, **out, "deferred": resolved.deferred,
+               "warnings": resolved.warnings}  # fmt: skip
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"policy: {source.label}")
+    for note in resolved.deferred:
+        print(f"deferred: {note}")
+    for r in reports:
+        print()
+        print(format_layout(r))
+    return 0
+
+
+register(
+    "layout",
+    "show which pages of a BAR a policy lets the guest map directly and which it traps",
+    _configure,
+    _run,
+)

@@ -1,0 +1,165 @@
+"""Profiles for NVIDIA data-center GPUs: Tesla V100 (GV100) and H100 (GH100).
+
+What each option protects (the register facts and their sources are in maps/*.toml):
+
+- `nvlink = "isolate"`: the NVLink isolation a host applied before attaching the GPU stays
+  applied. On GV100 the isolation sequence's registers (NVIDIA's 2019 linuxppc-dev patch) keep
+  their values: mask rules force NV_PMC_ENABLE bit 25 and the link-disable bits 21:16 of
+  0xA00148, readonly rules hold 0x12004C and 0x122204. On both chips every NVLink (IOCTRL)
+  unit that the device-info table lists is read-only to the guest, at a higher priority than
+  the mask rules, so a register inside a unit is read-only even where a mask rule also covers
+  it. Units are found by reading the table when the filter is attached.
+- `firmware_update = "deny"`: the flash path is write-blocked (GV100: the VBIOS ROM window and
+  the SPI controller). On GH100 a firmware update is a message through the FSP mailbox, which
+  the guest driver must keep using (it sends a COT message on every boot), so no byte range can
+  be blocked: until the message-aware FSP guard exists, the mailbox is trapped and audited, and
+  the profile says so in a warning.
+- `config_mirror`: the BAR0 mirror of PCI config space (writes through it bypass the VMM's
+  config-space virtualization) is denied, read-only, or left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+
+from ..rules import Rule
+from .devinfo import find_units
+from .profile import Device, Option, Profile, Resolved
+from .regmap import Region, RegisterMap, load_map
+
+#: Unit rules outrank the mask rules inside the same unit (DESIGN §2: higher priority wins).
+UNIT_PRIORITY = 1
+
+NVLINK = Option("nvlink", ("isolate", "allow"), "isolate", "keep NVLink isolation in place")
+FIRMWARE = Option(
+    "firmware_update", ("deny", "allow"), "deny", "block the firmware-update (flash) path"
+)
+CONFIG_MIRROR = Option(
+    "config_mirror",
+    ("deny", "readonly", "allow"),
+    "deny",
+    "guest access to the BAR0 mirror of PCI config space",
+)
+
+
+def outermost(regions: Sequence[Region]) -> list[Region]:
+    """The regions not inside another one: one rule for a block covers its registers."""
+    return [
+        r
+        for r in regions
+        if not any(
+            o is not r
+            and o.bar == r.bar
+            and o.offset <= r.offset
+            and r.end <= o.end
+            and (o.offset, o.end) != (r.offset, r.end)
+            for o in regions
+        )
+    ]
+
+
+def region_rules(regions: Sequence[Region], action: str) -> list[Rule]:
+    return [Rule(r.name, r.offset, r.size, action, bar=r.bar) for r in outermost(regions)]
+
+
+def unconfirmed(regions: Sequence[Region]) -> list[str]:
+    return [
+        f"{r.name} at {r.offset:#x}: unconfirmed for this chip: {r.note}"
+        for r in regions
+        if not r.confirmed
+    ]
+
+
+class NvidiaProfile(Profile):
+    """What both chips share: the map, unit discovery, config mirror, firmware blocks."""
+
+    family = ""
+    #: Action for the firmware regions when firmware_update = "deny".
+    firmware_action = "readonly"
+    firmware_warning = ""
+
+    @cached_property
+    def map(self) -> RegisterMap:
+        return load_map(self.family)
+
+    @property
+    def ids(self) -> tuple[tuple[int, int], ...]:  # type: ignore[override]
+        return tuple((d.vendor, d.device) for d in self.map.devices)
+
+    def isolation_rules(self) -> list[Rule]:
+        return []
+
+    def unit_rules(self, device: Device | None) -> tuple[list[Rule], list[str]]:
+        spec = self.map.device_info
+        if spec is None:
+            return [], []
+        if device is None or device.read32 is None:
+            return [], [
+                f"NVLink (IOCTRL) units: found in the device-info table at {spec.base:#x} "
+                "when the filter is attached to the device"
+            ]
+        bar0 = device.bar_sizes.get(0, self.map.bar(0).size)
+        units = find_units(device.read32, spec, bar0, spec.ioctrl_type)
+        return [
+            Rule(f"ioctrl@{u.base:#x}", u.base, u.size, "readonly", priority=UNIT_PRIORITY)
+            for u in units
+        ], []
+
+    def resolve(self, choices: Mapping[str, str], device: Device | None) -> Resolved:
+        rules: list[Rule] = []
+        deferred: list[str] = []
+        warnings: list[str] = []
+        if choices["nvlink"] == "isolate":
+            rules += self.isolation_rules()
+            units, deferred = self.unit_rules(device)
+            rules += units
+            if self.map.device_info and not self.map.device_info.unit_size_provenance.confirmed:
+                warnings.append(
+                    f"IOCTRL unit size {self.map.device_info.unit_size:#x}: "
+                    f"{self.map.device_info.unit_size_provenance.note}"
+                )
+        if choices["firmware_update"] == "deny":
+            firmware = self.map.regions_in("firmware")
+            rules += region_rules(firmware, self.firmware_action)
+            warnings += unconfirmed(firmware)
+            if self.firmware_warning:
+                warnings.append(self.firmware_warning)
+        if choices["config_mirror"] != "allow":
+            rules += region_rules(self.map.regions_in("config-mirror"), choices["config_mirror"])
+        return Resolved(rules=rules, deferred=deferred, warnings=warnings)
+
+
+class Gv100Profile(NvidiaProfile):
+    name = "nvidia-gv100"
+    title = "NVIDIA Tesla V100 (GV100): NVLink isolation, flash path, config mirror"
+    family = "gv100"
+    options = (NVLINK, FIRMWARE, CONFIG_MIRROR)
+
+    def isolation_rules(self) -> list[Rule]:
+        m = self.map
+        pmc = m.find("NV_PMC_ENABLE")
+        links = m.find("NVLINK_LINK_DISABLE")
+        nvlink_bit = pmc.field("NVLINK").mask
+        disable = links.field("LINK_DISABLE").mask
+        return [
+            Rule(pmc.name, pmc.offset, pmc.size, "mask", mask=nvlink_bit, value=nvlink_bit),
+            Rule(links.name, links.offset, links.size, "mask", mask=disable, value=disable),
+            *(
+                Rule(r.name, r.offset, r.size, "readonly")
+                for r in (m.find("NVLINK_ISOLATE_12004C"), m.find("NVLINK_ISOLATE_122204"))
+            ),
+        ]
+
+
+class Gh100Profile(NvidiaProfile):
+    name = "nvidia-gh100"
+    title = "NVIDIA H100 (GH100): NVLink units, FSP mailbox (audited), config mirror"
+    family = "gh100"
+    options = (NVLINK, FIRMWARE, CONFIG_MIRROR)
+    firmware_action = "audit"
+    firmware_warning = (
+        "firmware_update = 'deny' on GH100: a firmware update is an FSP mailbox message, and "
+        "the guest needs the mailbox to boot; the mailbox is trapped and audited, but refusing "
+        "FIRMWARE_UPDATE messages needs the FSP guard, which this version does not have"
+    )
