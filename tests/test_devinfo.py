@@ -21,6 +21,7 @@ from mmiofilter.devices.devinfo import (
     read_units,
 )
 from mmiofilter.devices.devinfo_encode import (
+    UnitSpec,
     encode_gh100,
     encode_gv100,
     table_words,
@@ -75,8 +76,8 @@ def triples(units: Sequence[Unit]) -> list[tuple[int, int, int]]:
 
 # --- round trips -----------------------------------------------------------------------------
 
-MIXED = [(0, 0x400000), (IOCTRL, 0xA00000, 0), (19, 0x104000, 2), (19, 0x104000, 3)]
-MIXED += [(16, 0x84000), (IOCTRL, 0xA40000, 1)]
+MIXED: list[UnitSpec] = [(0, 0x400000), (IOCTRL, 0xA00000, 0), (19, 0x104000, 2)]
+MIXED += [(19, 0x104000, 3), (16, 0x84000), (IOCTRL, 0xA40000, 1)]
 
 
 @pytest.mark.parametrize("spec", [GV, GH], ids=["gv100", "gh100"])
@@ -413,28 +414,49 @@ def test_gh100_decode_is_encode_inverse(units: list[tuple[int, int, int]]) -> No
     assert triples(read_units(words_reader(table_words(GH, encoded)), GH, BAR)) == encoded
 
 
-def _word(ioctrl_bias: st.SearchStrategy[int]) -> st.SearchStrategy[int]:
-    chain = st.sampled_from([0, CHAIN])
-    return st.one_of(
-        st.just(0),
-        st.integers(0, 2**32 - 1),
-        st.builds(lambda c, t: c | t, chain, ioctrl_bias),
-        st.builds(lambda c, b: c | b, chain, st.integers(0, 2**26 - 1)),
+# Random tables: mostly well-formed (encoded units, IOCTRL-heavy, bases anywhere in 16 MiB at
+# the format's granularity), then a few words damaged: a bit flipped, CHAIN toggled, a word
+# zeroed or replaced. Pure noise would almost always fail on entry 0 and test little else.
+types = st.one_of(st.just(IOCTRL), st.just(IOCTRL), st.sampled_from([0, 19]), st.integers(0, 127))
+
+
+@st.composite
+def damaged(draw: st.DrawFn, words: list[int]) -> list[int]:
+    words = list(words)
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(words) - 1))
+        how = draw(st.sampled_from(["flip", "chain", "zero", "word"]))
+        if how == "flip":
+            words[i] ^= 1 << draw(st.integers(0, 31))
+        elif how == "chain":
+            words[i] ^= CHAIN
+        elif how == "zero":
+            words[i] = 0
+        else:
+            words[i] = draw(st.integers(0, 2**32 - 1))
+    return words
+
+
+@st.composite
+def gv100_tables(draw: st.DrawFn) -> list[int]:
+    units = draw(
+        st.lists(st.tuples(types, st.integers(0, 0xFFF), st.integers(0, 15)), max_size=21)
     )
+    return draw(damaged(encode_gv100([(t, b << 12, i) for t, b, i in units])))
 
 
-gv100_words = st.one_of(
-    _word(st.builds(lambda t: (t << 2) | 3, st.sampled_from([IOCTRL, 0, 19]))),
-    st.builds(lambda b, i: (i << 26) | (b << 12) | 1, st.integers(0, 0xFFF), st.integers(0, 15)),
-    st.sampled_from([2, CHAIN | 2]),
-)
-gh100_words = _word(st.builds(lambda t: t << 24, st.sampled_from([IOCTRL, 0, 19, 127])))
-cfgs = st.one_of(
-    st.integers(0, 2**32 - 1),
-    st.builds(
-        cfg, st.integers(0, 140), st.integers(0, 15), st.integers(0, 60), st.sampled_from([2, 2, 3])
-    ),
-)
+@st.composite
+def gh100_tables(draw: st.DrawFn) -> tuple[int, list[int]]:
+    units = draw(
+        st.lists(st.tuples(types, st.integers(0, 0x3FFFF), st.integers(0, 255)), max_size=44)
+    )
+    num_rows = draw(st.one_of(st.just(134), st.integers(0, 140)))
+    cfg_word, rows = encode_gh100([(t, b << 8, i) for t, b, i in units])
+    cfg_word = (cfg_word & 0xFFFFF) | (num_rows << 20)
+    cfg_word, *rows = draw(damaged([cfg_word, *rows]))
+    return cfg_word, rows
+
+
 bar_sizes = st.sampled_from([BAR, 0x800000, 0xA20000, 0x100000])
 
 
@@ -458,7 +480,7 @@ class Counting:
 
 
 @settings(max_examples=200)
-@given(st.lists(gv100_words, min_size=64, max_size=64), bar_sizes, st.sampled_from([GV, SMALL]))
+@given(gv100_tables(), bar_sizes, st.sampled_from([GV, SMALL]))
 def test_gv100_random_tables(words: list[int], bar: int, spec: DeviceInfoSpec) -> None:
     rd = Counting(gv(words, spec))
     try:
@@ -470,10 +492,10 @@ def test_gv100_random_tables(words: list[int], bar: int, spec: DeviceInfoSpec) -
     assert rd.reads <= spec.entries  # each entry read at most once: the walk always ends
 
 
-@settings(max_examples=150)
-@given(cfgs, st.lists(gh100_words, min_size=134, max_size=134), bar_sizes)
-def test_gh100_random_tables(cfg_word: int, rows: list[int], bar: int) -> None:
-    rd = Counting(gh(cfg_word, rows))
+@settings(max_examples=200)
+@given(gh100_tables(), bar_sizes)
+def test_gh100_random_tables(table: tuple[int, list[int]], bar: int) -> None:
+    rd = Counting(gh(*table))
     try:
         units = read_units(rd, GH, bar)
     except DeviceInfoError:

@@ -181,9 +181,9 @@ def _more(listed: Listed) -> list[str]:
 
 def _text(r: ReplayReport) -> list[str]:
     size = "size unknown" if r.bar_size is None else f"{r.bar_size:#x} bytes, {r.bar_size_source}"
+    source = f" from {r.lines:,} line(s) of {r.format}" if r.format else ""
     out = [
-        f"replayed {r.accesses:,} access(es) of BAR{r.bar} ({size}) from {r.lines:,} line(s) "
-        f"of {r.format or 'trace'}",
+        f"replayed {r.accesses:,} access(es) of BAR{r.bar} ({size}){source}",
         f"  reads:  {sum(r.reads.values()):,}: {_counts(r.reads)}",
         f"  writes: {sum(r.writes.values()):,}: {_counts(r.writes)}",
         f"  {r.trapped:,} on trapped {r.page_size // 1024} KiB pages (a VM exit each), "
@@ -194,6 +194,8 @@ def _text(r: ReplayReport) -> list[str]:
         head = f"  {s.name}"
         if s.action is not None and s.start is not None and s.size is not None:
             head += f": {s.action} [{s.start:#x}, {s.start + s.size:#x})"
+        elif s.name == NO_RULE:
+            head += ": accesses touching only bytes no rule owns"
         out.append(head)
         if not s.accesses:
             out.append("    no accesses")
@@ -202,7 +204,9 @@ def _text(r: ReplayReport) -> list[str]:
         out.append(f"    writes: {_counts(s.writes, s.write_examples)}")
         if s.changed_reads:
             out.append(f"    reads returning another value than in the trace: {s.changed_reads:,}")
-    out.append(f"reads that would return another value to the driver: {r.changed_reads:,}")
+    out.append(
+        f"reads that would return another value to the driver (outcome; rules): {r.changed_reads:,}"
+    )
     for c in r.changed:
         out.append(
             f"  line {c.line}: {c.width}-byte read at {c.offset:#x}: trace "
