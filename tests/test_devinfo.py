@@ -439,9 +439,7 @@ def damaged(draw: st.DrawFn, words: list[int]) -> list[int]:
 
 @st.composite
 def gv100_tables(draw: st.DrawFn) -> list[int]:
-    units = draw(
-        st.lists(st.tuples(types, st.integers(0, 0xFFF), st.integers(0, 15)), max_size=21)
-    )
+    units = draw(st.lists(st.tuples(types, st.integers(0, 0xFFF), st.integers(0, 15)), max_size=21))
     return draw(damaged(encode_gv100([(t, b << 12, i) for t, b, i in units])))
 
 

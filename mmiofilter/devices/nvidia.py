@@ -101,10 +101,13 @@ class NvidiaProfile(Profile):
             ]
         bar0 = device.bar_sizes.get(0, self.map.bar(0).size)
         units = find_units(device.read32, spec, bar0, spec.ioctrl_type)
-        return [
+        rules = [
             Rule(f"ioctrl@{u.base:#x}", u.base, u.size, "readonly", priority=UNIT_PRIORITY)
             for u in units
-        ], []
+        ]
+        # a table that leaves NVLink out cannot be told from a GPU without it: say so
+        missing = [] if units else ["the device-info table lists no NVLink (IOCTRL) unit"]
+        return rules, missing
 
     def resolve(self, choices: Mapping[str, str], device: Device | None) -> Resolved:
         rules: list[Rule] = []
@@ -112,8 +115,12 @@ class NvidiaProfile(Profile):
         warnings: list[str] = []
         if choices["nvlink"] == "isolate":
             rules += self.isolation_rules()
-            units, deferred = self.unit_rules(device)
+            units, notes = self.unit_rules(device)
             rules += units
+            if device is None or device.read32 is None:
+                deferred += notes
+            else:
+                warnings += notes
             if self.map.device_info and not self.map.device_info.unit_size_provenance.confirmed:
                 warnings.append(
                     f"IOCTRL unit size {self.map.device_info.unit_size:#x}: "

@@ -88,9 +88,7 @@ class _Replayer:
     ) -> None:
         self.policy = policy
         self.bar = bar
-        self.page_size = page_size
         self.examples = examples
-        self.bar_size_given = bar_size is not None
         self.device = TraceDevice()
         self.filter: BarFilter | None = None
         self.touched: dict[tuple[int, int], tuple[str, ...]] = {}

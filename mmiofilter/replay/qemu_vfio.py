@@ -37,18 +37,41 @@ from .items import (
 )
 
 _EVENT = re.compile(r"(?:^|[\s:])(vfio_region_(?:read|write|setup))(?!\w)")
-# Loose on purpose: each field is then checked on its own, so a malformed line says which.
-# `.*` before ":region" is greedy, so the last ":region" ends the device's name.
-_WRITE = re.compile(
-    r"\s*\((?P<dev>.*):region(?P<idx>[^+]*)\+(?P<addr>[^,]*), (?P<val>[^,]*), (?P<size>[^)]*)\)\s*"
-)
-_READ = re.compile(
-    r"\s*\((?P<dev>.*):region(?P<idx>[^+]*)\+(?P<addr>[^,]*), (?P<size>[^)]*)\) = (?P<val>\S*)\s*"
-)
-_SETUP = re.compile(
-    r'\s*Device (?P<dev>.*), region (?P<idx>[0-9]{1,9}) ".*", flags: 0x[0-9a-fA-F]+, '
-    r"offset: 0x[0-9a-fA-F]+, size: (?P<size>0x[0-9a-fA-F]+)\s*"
-)
+
+
+def _access_fields(rest: str, is_write: bool) -> tuple[str, str, str, str, str] | None:
+    """(device, region, address, value, width) as text, split from the right: the last
+    ":region" ends the device's name, which has colons of its own. String splitting, not a
+    regex: one with two open-ended fields backtracks quadratically on a long hostile line."""
+    s = rest.strip()
+    if not s.startswith("("):
+        return None
+    if is_write:  # (DEV:regionN+0xADDR, 0xVALUE, WIDTH)
+        parts = s[1:-1].rsplit(", ", 2) if s.endswith(")") else []
+        if len(parts) != 3:
+            return None
+        head, value, width = parts
+    else:  # (DEV:regionN+0xADDR, WIDTH) = 0xVALUE
+        inner, sep, value = s[1:].rpartition(") = ")
+        parts = inner.rsplit(", ", 1)
+        if not sep or len(parts) != 2:
+            return None
+        head, width = parts
+    dev_region, plus, addr = head.rpartition("+")
+    dev, sep, region = dev_region.rpartition(":region")
+    if not plus or not sep:
+        return None
+    return dev, region, addr, value, width
+
+
+def _setup_fields(rest: str) -> tuple[str, str, str] | None:
+    """(device, region, size) of `Device DEV, region N "NAME", flags: .., offset: .., size: ..`."""
+    s = rest.strip()
+    head, sep, size = s.rpartition(", size: ")
+    at = head.find(", region ")
+    if not s.startswith("Device ") or not sep or at < 0:
+        return None
+    return head[len("Device ") : at], head[at + len(", region ") :].split(" ", 1)[0], size
 
 
 def looks_like_qemu_vfio(text: str) -> bool:
@@ -80,7 +103,7 @@ class QemuVfioParser:
 
     def _access(self, line: int, event: str, rest: str) -> list[TraceItem]:
         is_write = event == "vfio_region_write"
-        fields = (_WRITE if is_write else _READ).fullmatch(rest)
+        fields = _access_fields(rest, is_write)
         if fields is None:
             shape = (
                 "(DEVICE:regionN+0xADDR, 0xVALUE, WIDTH)"
@@ -88,12 +111,12 @@ class QemuVfioParser:
                 else "(DEVICE:regionN+0xADDR, WIDTH) = 0xVALUE"
             )
             raise LineError(f"expected {shape}, got {shown(rest.strip(), 60)}")
-        region = parse_dec(fields["idx"], "region")
-        addr = parse_hex(fields["addr"], "address")
-        width = parse_dec(fields["size"], "width")
-        value = parse_hex(fields["val"], "value")
+        dev, region_text, addr_text, value_text, width_text = fields
+        region = parse_dec(region_text, "region")
+        addr = parse_hex(addr_text, "address")
+        width = parse_dec(width_text, "width")
+        value = parse_hex(value_text, "value")
         check_access(width, value)
-        dev: str = fields["dev"]
         if region != self.bar:
             return [Skipped(line, f"region {region} of {dev}, not BAR{self.bar}")]
         out: list[TraceItem] = []
@@ -108,15 +131,18 @@ class QemuVfioParser:
 
     def _setup(self, line: int, rest: str) -> list[TraceItem]:
         # Only a hint for the BAR's size: a line QEMU printed differently is not an error.
-        m = _SETUP.fullmatch(rest)
-        if m is None or int(m["idx"]) != self.bar:
+        fields = _setup_fields(rest)
+        if fields is None:
             return []
+        dev, region, size_text = fields
         try:
-            size = parse_hex(m["size"], "size")
+            if parse_dec(region, "region") != self.bar:
+                return []
+            size = parse_hex(size_text, "size")
         except LineError:
             return []
         if size:
-            self._sizes.setdefault(m["dev"], (size, line))
+            self._sizes.setdefault(dev, (size, line))
         return self._tell_size() if self.device is not None else []
 
     def _tell_size(self) -> list[TraceItem]:

@@ -85,6 +85,7 @@ class Listed:
     """A count and its first `limit` (line, text) entries: a huge trace keeps a small report."""
 
     limit: int
+    key: str = "reason"  # what the text is called in JSON
     count: int = 0
     entries: list[tuple[int, str]] = field(default_factory=list)
 
@@ -96,7 +97,7 @@ class Listed:
     def to_json(self) -> dict[str, Any]:
         return {
             "count": self.count,
-            "lines": [{"line": n, "reason": t} for n, t in self.entries],
+            "lines": [{"line": n, self.key: t} for n, t in self.entries],
         }
 
 
@@ -125,7 +126,7 @@ class ReplayReport:
     def __post_init__(self) -> None:
         self.skipped = Listed(self.listed)
         self.malformed = Listed(self.listed)
-        self.notes = Listed(self.listed)
+        self.notes = Listed(self.listed, "text")
 
     @property
     def accesses(self) -> int:

@@ -1,0 +1,119 @@
+"""Profiles and policy files: the admin's choices become the right rules, and bad files say
+what is wrong and where."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import mmiofilter as mf
+from mmiofilter import cli
+from mmiofilter.devices import load_policy_file, profile_for_ids, profiles
+from mmiofilter.devices.pciconfig_build import build_config, mem_bar, msix_cap, pm_cap
+
+
+def names(pf_text: str) -> set[str]:
+    policy, _ = load_policy_file(pf_text).resolve(None)
+    return {r.name for r in policy.rules}
+
+
+def test_profiles_are_chosen_by_pci_id() -> None:
+    assert profile_for_ids(0x10DE, 0x1DB1).name == "nvidia-gv100"
+    assert profile_for_ids(0x10DE, 0x2330).name == "nvidia-gh100"
+    assert profile_for_ids(0x8086, 0x1234).name == "pci"
+    assert set(profiles()) == {"nvidia-gv100", "nvidia-gh100", "pci"}
+
+
+def test_gv100_options_select_rules() -> None:
+    base = 'profile = "nvidia-gv100"\n'
+    assert {"NV_PMC_ENABLE", "NV_PROM_DATA", "NV_PCFG"} <= names(base)
+    assert names(base + '[options]\nnvlink = "allow"\n') >= {"NV_PROM_DATA", "NV_PCFG"}
+    assert "NV_PMC_ENABLE" not in names(base + '[options]\nnvlink = "allow"\n')
+    assert "NV_PROM_DATA" not in names(base + '[options]\nfirmware_update = "allow"\n')
+    assert "NV_PCFG" not in names(base + '[options]\nconfig_mirror = "allow"\n')
+
+
+def test_device_id_picks_the_profile_and_extra_rules_add() -> None:
+    text = 'device = "10de:1db4"\n[[rule]]\nname = "scratch"\nstart = 0x1000\nsize = 4\n'
+    text += 'action = "emulate"\nvalue = 7\n'
+    pf = load_policy_file(text)
+    assert pf.profile is not None and pf.profile.name == "nvidia-gv100"
+    assert "scratch" in names(text) and "NV_PCFG" in names(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('profile = "nvidia-gv999"\n', "no profile 'nvidia-gv999'"),
+        ('profile = "nvidia-gv100"\n[options]\nnvlnk = "allow"\n', "no option 'nvlnk'"),
+        ('profile = "nvidia-gv100"\n[options]\nnvlink = "off"\n', "'off' is not one of"),
+        ('profile = "nvidia-gv100"\ndevice = "10de:2330"\n', "not one profile 'nvidia-gv100'"),
+        ('device = "10de"\n', "vendor:device"),
+        ('[options]\nnvlink = "allow"\n', "need a profile"),
+        (
+            'profile = "nvidia-gv100"\n[[rule]]\nname = "NV_PCFG"\nstart = 0\nsize = 4\n'
+            'action = "allow"\n',
+            "has the name of a rule of profile",
+        ),
+        ('profile = "pci"\nconfig = "/nonexistent/config"\n', "config '/nonexistent/config'"),
+    ],
+)
+def test_bad_policy_files(text: str, message: str) -> None:
+    with pytest.raises(mf.PolicyError, match=message):
+        load_policy_file(text).resolve(None)
+
+
+def test_plain_policy_loader_points_at_the_device_loader() -> None:
+    with pytest.raises(mf.PolicyError, match="load_policy_file"):
+        mf.Policy.from_toml('profile = "nvidia-gv100"\n')
+
+
+def test_pci_profile_traps_msix_from_a_config_dump(tmp_path: Path) -> None:
+    cfg = build_config(
+        0x15B3, 0x1017, class_code=0x020000, bars=mem_bar(0xF0000000, is_64bit=True),
+        caps=[pm_cap(), msix_cap(64, table_bar=0, table_offset=0x2000, pba_offset=0x3000)],
+    )  # fmt: skip
+    (tmp_path / "config").write_bytes(cfg)
+    (tmp_path / "nic.toml").write_text('config = "config"\n[options]\nmsix = "emulate"\n')
+    pf = load_policy_file(tmp_path / "nic.toml")
+    assert pf.profile is not None and pf.profile.name == "pci"
+    policy, _ = pf.resolve(None)
+    assert [(r.name, r.start, r.size, r.action) for r in policy.rules] == [
+        ("msix-table", 0x2000, 64 * 16, "emulate"),
+        ("msix-pba", 0x3000, 8, "emulate"),
+    ]
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    assert cli.main([*argv, "--json"]) == 0
+    out: dict[str, object] = json.loads(capsys.readouterr().out)
+    return out
+
+
+def test_cli_profiles_show_check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    listed = run_json(capsys, "profiles")
+    assert [p["name"] for p in listed["profiles"]] == ["nvidia-gv100", "nvidia-gh100", "pci"]  # type: ignore[index]
+    shown = run_json(capsys, "show", "nvidia-gv100")
+    assert {o["name"] for o in shown["options"]} == {"nvlink", "firmware_update", "config_mirror"}  # type: ignore[attr-defined]
+    assert all(r["source"] for r in shown["regions"])  # type: ignore[attr-defined]
+    path = tmp_path / "v100.toml"
+    path.write_text('profile = "nvidia-gv100"\n[options]\nconfig_mirror = "readonly"\n')
+    checked = run_json(capsys, "check", str(path))
+    rules = {r["name"]: r for r in checked["rules"]}  # type: ignore[attr-defined]
+    assert rules["NV_PCFG"]["action"] == "readonly"
+    assert checked["deferred"] and checked["warnings"]
+    assert cli.main(["check", str(path)]) == 0
+    assert "WARNING" in capsys.readouterr().out
+    assert cli.main(["show", "nope"]) == 2
+
+
+def test_cli_layout_of_a_profile_at_64k(capsys: pytest.CaptureFixture[str]) -> None:
+    r = run_json(capsys, "layout", "nvidia-gv100", "--page-size", "64K")
+    assert r["bar_size"] == 16 << 20 and r["page_size"] == 65536
+    usable = {u["name"] for u in r["usable_registers_trapped"]}  # type: ignore[attr-defined]
+    assert {"NV_PTIMER_TIME_0", "NV_PMC_BOOT_0"} <= usable
+    every = run_json(capsys, "layout", "nvidia-gv100", "-o", "firmware_update=allow")
+    assert [x["page_size"] for x in every["layouts"]] == [4096, 16384, 65536]  # type: ignore[attr-defined]
+    assert cli.main(["layout", "nvidia-gv100", "-o", "bogus"]) == 2
