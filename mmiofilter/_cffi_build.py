@@ -8,6 +8,7 @@ for the C compiler to evaluate (`#define NAME ...`).
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from cffi import FFI
@@ -15,6 +16,10 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 SOURCES = ["table.c", "layout.c", "access.c", "backend.c", "events.c", "hazard.c", "filter.c"]
+# The KVM embedding needs Linux's KVM headers; elsewhere the core builds without it.
+HAVE_KVM = sys.platform == "linux" and Path("/usr/include/linux/kvm.h").exists()
+if HAVE_KVM:
+    SOURCES.append("kvm.c")
 
 # Python implementations of the callback backend (mmiofilter/backends.py).
 PY_CALLBACKS = """
@@ -46,10 +51,16 @@ def header_cdef(text: str) -> str:
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(header_cdef((CSRC / "mmiofilter.h").read_text()) + PY_CALLBACKS)
+CDEF = header_cdef((CSRC / "mmiofilter.h").read_text()) + PY_CALLBACKS
+PRELUDE = '#include "mmiofilter.h"\n'
+if HAVE_KVM:
+    CDEF += header_cdef((CSRC / "mmiofilter_kvm.h").read_text())
+    PRELUDE += '#include "mmiofilter_kvm.h"\n'
+
+ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mmiofilter._core",
-    '#include "mmiofilter.h"\n',
+    PRELUDE,
     # Relative paths: setuptools builds from the project root and rejects absolute sources.
     sources=[f"csrc/{s}" for s in SOURCES],
     include_dirs=["csrc"],

@@ -1,0 +1,86 @@
+/*
+ * mmiofilter_kvm.h - embedding the filter in a KVM vCPU loop (Linux, x86).
+ *
+ * A VMM maps the BAR's direct areas into the guest as memory slots, so the guest reaches them
+ * with no exit, and leaves the trapped pages unmapped, so every access to them is a
+ * KVM_EXIT_MMIO. mf_kvm_run() runs a vCPU and answers those exits itself, calling the filter
+ * and re-entering the guest without returning to the caller; every other exit (I/O ports, HLT,
+ * shutdown, a pause request) returns, decoded, for the caller (Python, in mmiofilter.kvm) to
+ * handle. The thin ioctl wrappers here exist so that callers need no struct layouts of
+ * linux/kvm.h.
+ */
+#ifndef MMIOFILTER_KVM_H
+#define MMIOFILTER_KVM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mmiofilter.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A guest-physical window that a filter answers: [gpa, gpa + size) is BAR offset 0.. */
+struct mf_kvm_window {
+    uint64_t gpa;
+    uint64_t size;
+    struct mf_filter *filter; /* NULL: answer reads with `constant`, drop writes (the floor) */
+    uint64_t constant;
+};
+
+struct mf_kvm_stats {
+    uint64_t exits;        /* every KVM_RUN return */
+    uint64_t mmio_handled; /* MMIO exits answered inside the loop */
+};
+
+/* What mf_kvm_run() returns to its caller. */
+enum mf_kvm_stop {
+    MF_KVM_IO = 1,       /* port I/O: port, size, direction, value (out) */
+    MF_KVM_MMIO = 2,     /* MMIO outside every window (or windows == NULL): address, size... */
+    MF_KVM_HLT = 3,
+    MF_KVM_SHUTDOWN = 4, /* triple fault */
+    MF_KVM_PAUSED = 5,   /* mf_kvm_pause() was called, or a signal interrupted KVM_RUN */
+    MF_KVM_OTHER = 6,    /* any other exit reason: see `reason` */
+    MF_KVM_ERROR = 7     /* KVM_RUN failed (errno in `error`), or the filter did (`error`) */
+};
+
+struct mf_kvm_exit {
+    uint32_t kind;   /* enum mf_kvm_stop */
+    uint32_t reason; /* KVM_EXIT_* */
+    uint64_t address; /* port or guest-physical address */
+    uint64_t value;   /* out/write data, little-endian */
+    uint32_t size;
+    uint32_t is_write;
+    int32_t error;
+};
+
+/* ioctl wrappers: return a file descriptor or >= 0 on success, -errno on failure. */
+int mf_kvm_open(void);                     /* /dev/kvm, checking the API version */
+int mf_kvm_create_vm(int kvm_fd);
+int mf_kvm_set_memory(int vm_fd, uint32_t slot, uint64_t gpa, uint64_t size, void *host,
+                      int readonly);       /* size 0 deletes the slot */
+int mf_kvm_create_vcpu(int kvm_fd, int vm_fd, uint32_t id, void **run, size_t *run_size);
+int mf_kvm_set_rsi(int vcpu_fd, uint64_t rsi); /* the firmware's vCPU index */
+int mf_kvm_get_rip(int vcpu_fd, uint64_t *rip);
+
+/* Run until an exit the loop does not handle. MMIO inside a window is filtered there and then.
+ * The caller completes an I/O or MMIO "in" by writing `value` with mf_kvm_complete() before
+ * running again. Thread-safe per vCPU; windows and filters may be shared between vCPUs. */
+int mf_kvm_run(int vcpu_fd, void *run, const struct mf_kvm_window *windows, size_t nwindows,
+               struct mf_kvm_stats *stats, struct mf_kvm_exit *exit);
+/* Give the data of an "in" port access or MMIO read that mf_kvm_run returned. */
+void mf_kvm_complete(void *run, uint64_t value);
+/* Ask the vCPU to return MF_KVM_PAUSED at its next entry (set from any thread; to interrupt a
+ * vCPU already in the guest, also signal its thread). mf_kvm_resume() clears it. */
+void mf_kvm_pause(void *run);
+void mf_kvm_resume(void *run);
+
+/* Host time-stamp counter and its rate, to turn the guest's rdtsc deltas into nanoseconds. */
+uint64_t mf_kvm_rdtsc(void);
+uint64_t mf_kvm_tsc_hz(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MMIOFILTER_KVM_H */

@@ -1,0 +1,212 @@
+; firmware.asm - the guest driver: a flat 64 KiB firmware image, booted like a PC BIOS.
+;
+; Assembled with nasm (Debian package nasm): nasm -f bin -o firmware.bin firmware.asm
+;
+; The image sits at the top of 4 GiB; the CPU starts at the reset vector 0xFFFFFFF0 in real
+; mode, with CS based at 0xFFFF0000. We load a flat GDT, enter 32-bit protected mode and run a
+; program of MMIO operations that the host put in guest RAM (our VMM writes it; QEMU loads it
+; with -device loader). ESI at reset selects the program: the host sets it to the vCPU's index
+; (0 on QEMU), and program i lives at 0x10000 * (i + 1).
+;
+; Program: a 16-byte header {u32 magic 'MMIO', u32 count, u32 0, u32 0}, then `count` 16-byte
+; operations {u32 op, u32 address, u32 value, u32 arg}, addresses being guest-physical:
+;   1 READ        arg = width 1, 2 or 4        prints  "R <w> <address> <value>"
+;   2 WRITE       arg = width 1, 2 or 4        prints  "W <w> <address> <value>"
+;   3 LOOP_READ   arg = count: 32-bit reads    prints  "T <count> <tsc cycles, 64-bit>"
+;   4 END                                      prints  "E", then writes port 0xF4 (exit)
+; Output is text on port 0xE9, one line per operation: QEMU's isa-debugcon prints it, our VMM
+; reads it from the I/O exits. The timed loop does nothing but the reads, so a loop of N reads
+; costs N MMIO exits (or none, on a page the VMM mapped directly) and its TSC delta is theirs.
+
+BASE            equ 0xFFFF0000
+MAGIC           equ 0x4F494D4D          ; 'MMIO' little-endian
+DEBUG_PORT      equ 0xE9
+EXIT_PORT       equ 0xF4
+PROGRAM_STRIDE  equ 0x10000
+
+        org 0
+        bits 16
+start16:
+        cli
+        o32 lgdt [cs:gdt_desc]          ; 32-bit base: the GDT lives in this ROM, above 4G-64K
+        mov eax, cr0
+        or al, 1                        ; PE
+        mov cr0, eax
+        jmp dword 0x08:(BASE + start32)
+
+        ; The accessed bits are preset: the GDT is in ROM, and a CPU that had to set them would
+        ; write to ROM, which KVM cannot complete for an implicit descriptor access.
+        align 8
+gdt:    dq 0
+        dq 0x00CF9B000000FFFF           ; 0x08: code, base 0, limit 4 GiB, 32-bit, accessed
+        dq 0x00CF93000000FFFF           ; 0x10: data, base 0, limit 4 GiB, accessed
+gdt_desc:
+        dw gdt_desc - gdt - 1
+        dd BASE + gdt
+
+        bits 32
+start32:
+        mov ax, 0x10
+        mov ds, ax
+        mov es, ax
+        mov ss, ax
+        mov fs, ax
+        mov gs, ax
+        mov eax, esi                    ; vCPU index from the host
+        inc eax
+        shl eax, 16                     ; program at 0x10000 * (index + 1)
+        mov ebp, eax
+        lea esp, [eax - 0x10]           ; the stack grows down below the program
+        cmp dword [ebp], MAGIC
+        jne .noprogram
+        mov ecx, [ebp + 4]
+        lea esi, [ebp + 16]
+.next:
+        test ecx, ecx
+        jz .end
+        push ecx
+        mov eax, [esi]
+        cmp eax, 1
+        je .read
+        cmp eax, 2
+        je .write
+        cmp eax, 3
+        je .loop
+        cmp eax, 4
+        je .end
+        mov al, '?'                     ; unknown operation: say so and stop
+        call putc
+        jmp .end
+.done:
+        pop ecx
+        add esi, 16
+        dec ecx
+        jmp .next
+
+.read:
+        mov ebx, [esi + 4]
+        mov edx, [esi + 12]
+        cmp edx, 1
+        je .r1
+        cmp edx, 2
+        je .r2
+        mov edi, [ebx]
+        jmp .rprint
+.r1:    movzx edi, byte [ebx]
+        jmp .rprint
+.r2:    movzx edi, word [ebx]
+.rprint:
+        mov al, 'R'
+        call op_line
+        jmp .done
+
+.write:
+        mov ebx, [esi + 4]
+        mov edi, [esi + 8]
+        mov edx, [esi + 12]
+        cmp edx, 1
+        je .w1
+        cmp edx, 2
+        je .w2
+        mov [ebx], edi
+        jmp .wprint
+.w1:    mov eax, edi
+        mov [ebx], al
+        jmp .wprint
+.w2:    mov eax, edi
+        mov [ebx], ax
+.wprint:
+        mov al, 'W'
+        call op_line
+        jmp .done
+
+.loop:
+        mov ebx, [esi + 4]
+        mov ecx, [esi + 12]
+        push ecx
+        rdtsc
+        mov [ebp + 8], eax              ; header words 2-3: scratch for the start time
+        mov [ebp + 12], edx
+        test ecx, ecx
+        jz .lend
+.l:     mov eax, [ebx]                  ; the timed access: nothing else in the loop
+        dec ecx
+        jnz .l
+.lend:  rdtsc
+        sub eax, [ebp + 8]
+        sbb edx, [ebp + 12]
+        pop ecx
+        push eax
+        push edx
+        mov al, 'T'
+        call putc
+        call space
+        mov eax, ecx
+        call puthex
+        call space
+        pop eax                         ; cycles, high word first
+        call puthex
+        pop eax
+        call puthex
+        call newline
+        jmp .done
+
+.noprogram:
+        mov al, 'N'
+        call putc
+        call newline
+.end:
+        mov al, 'E'
+        call putc
+        call newline
+        mov al, 0
+        out EXIT_PORT, al
+.halt:  hlt
+        jmp .halt
+
+; "<al> <width> <address> <value>\n" for the operation at esi, value in edi
+op_line:
+        call putc
+        call space
+        mov eax, [esi + 12]
+        add al, '0'
+        call putc
+        call space
+        mov eax, [esi + 4]
+        call puthex
+        call space
+        mov eax, edi
+        call puthex
+        call newline
+        ret
+
+space:  mov al, ' '
+        jmp putc
+newline:
+        mov al, 10
+putc:   out DEBUG_PORT, al
+        ret
+
+; eax as 8 hex digits
+puthex: push ecx
+        push edx
+        mov edx, eax
+        mov ecx, 8
+.h:     rol edx, 4
+        mov eax, edx
+        and eax, 0xF
+        cmp al, 10
+        jb .digit
+        add al, 'a' - 10 - '0'
+.digit: add al, '0'
+        call putc
+        dec ecx
+        jnz .h
+        pop edx
+        pop ecx
+        ret
+
+        times 0xFFF0 - ($ - $$) db 0xF4 ; hlt: a stray jump stops instead of running zeros
+        bits 16
+reset:  jmp start16                     ; the reset vector, at 0xFFFFFFF0
+        times 0x10000 - ($ - $$) db 0xF4
