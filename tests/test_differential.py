@@ -3,8 +3,9 @@ counters and layout, for random policies and access sequences (DESIGN §2-4).
 
 The device log comparison is the strongest check: the C core and the model must turn each
 MMIO access into exactly the same sequence of device accesses (offsets, widths, values), which
-also pins down split-mode chunking. The security property is then checked again on its own,
-against `owner()`, so that a bug shared by the model and the core would still be caught.
+also pins down split-mode chunking. The security property is then checked again on its own
+(`mmiofilter.testing.security.assert_security`, against `owner()`), so that a bug shared by
+the model and the core would still be caught.
 """
 
 from __future__ import annotations
@@ -23,37 +24,17 @@ from mmiofilter.testing import (
     bar_sizes,
     elementary_intervals,
     invalid_accesses,
-    owner,
     page_sizes,
     policies,
 )
+from mmiofilter.testing.security import assert_security
 
-READ_PASSES = {"allow", "audit", "readonly", "mask"}
-WRITE_BLOCKED = {"readonly", "emulate", "deny"}
 Access = tuple[int, int, bool, int]
 
 
 def pattern(offsets: set[int]) -> dict[int, int]:
     """Distinct, reproducible device contents at the bytes a test will touch."""
     return {o: hashlib.blake2b(o.to_bytes(9, "little"), digest_size=1).digest()[0] for o in offsets}
-
-
-def check_security(policy: mf.Policy, log: list[tuple[int, int, bool, int]]) -> None:
-    """No device access carries a byte the policy does not pass (independent of the model)."""
-    rules = policy.for_bar(0)
-    for off, width, is_write, value in log:
-        for i in range(width):
-            r = owner(rules, off + i)
-            act = action_of(r)
-            if is_write:
-                assert act not in WRITE_BLOCKED, f"write reached {act} byte {off + i:#x}"
-                if act == "mask":
-                    assert r is not None
-                    k = off + i - r.start
-                    b, m, v = (value >> 8 * i) & 0xFF, r.mask_byte(k), r.value_byte(k)
-                    assert b & m == v & m, f"masked bits not forced at {off + i:#x}"
-            else:
-                assert act in READ_PASSES, f"read reached {act} byte {off + i:#x}"
 
 
 def run_both(
@@ -96,7 +77,7 @@ def run_both(
         if got.outcome is mf.Outcome.PARTIAL:
             for off, width, _, _ in cdev.log[before:]:
                 assert off % width == 0, "split chunk not naturally aligned"
-        check_security(current, cdev.log[before:])
+        assert_security(current, cdev.log[before:])
     assert f.drain_events() == m.drain_events()
     assert f.dropped_events == m.dropped_events
     assert f.counters() == m.counters()

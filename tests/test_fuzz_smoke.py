@@ -1,14 +1,18 @@
-"""A short libFuzzer run of fuzz/core_fuzz.c on every test run where clang can build it.
+"""Short fuzz runs on every test run: the libFuzzer harness on the C core where clang can build
+it, and each atheris harness on the Python parsers where atheris is installed.
 
-The harness checks the C core against its own independent model (see fuzz/README.md); here it
-replays the committed seed corpus and then explores for a few seconds. A finding fails the
-test and leaves its input in the test's temporary directory.
+The core harness checks the C core against its own independent model (see fuzz/README.md); the
+atheris harnesses check that the parsers fail only with their documented errors. Each run
+replays the committed seed corpus and then explores for a few seconds (about a minute in all).
+A finding fails the test and leaves its input in the test's temporary directory.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +44,19 @@ def test_core_fuzz_smoke(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Done" in run.stderr
+
+
+ATHERIS_HARNESSES = sorted(p.name.removesuffix("_fuzz.py") for p in FUZZ.glob("atheris/*_fuzz.py"))
+
+
+@pytest.mark.parametrize("harness", ATHERIS_HARNESSES)
+def test_atheris_smoke(harness: str, tmp_path: Path) -> None:
+    if importlib.util.find_spec("atheris") is None:
+        pytest.skip("atheris is not installed (pip install atheris)")
+    run = subprocess.run(
+        [sys.executable, str(FUZZ / "run"), "--time", "8", "--findings", str(tmp_path), harness],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

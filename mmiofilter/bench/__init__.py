@@ -45,6 +45,7 @@ returns its figures under keys of its own (prefixed with the group's name); then
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -84,10 +85,7 @@ def params_from(args: argparse.Namespace) -> Params:
     accesses = p.accesses if args.accesses is None else args.accesses
     if accesses < 1:
         raise ValueError("--accesses must be at least 1")
-    return Params(
-        accesses, p.repeats, p.read_iters, p.read_repeats, p.model_iters_10,
-        p.model_iters_10000, p.compile_repeats, args.seed,
-    )  # fmt: skip
+    return dataclasses.replace(p, accesses=accesses, seed=args.seed)
 
 
 def execute(args: argparse.Namespace) -> int:

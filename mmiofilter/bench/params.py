@@ -19,7 +19,9 @@ class Params:
     model_iters_10000: int
     compile_repeats: int
     seed: int
+    kvm_reads: int = 5_000  # guest MMIO reads per timed loop
+    kvm_repeats: int = 3
 
 
 FULL = Params(200_000, 9, 200_000, 3, 20_000, 20, 5, SEED)
-QUICK = Params(4_000, 2, 2_000, 1, 200, 2, 1, SEED)
+QUICK = Params(4_000, 2, 2_000, 1, 200, 2, 1, SEED, kvm_reads=200, kvm_repeats=1)

@@ -1,6 +1,6 @@
 ; firmware.asm - the guest driver: a flat 64 KiB firmware image, booted like a PC BIOS.
 ;
-; Assembled with nasm (Debian package nasm): nasm -f bin -o firmware.bin firmware.asm
+; Assembled with nasm (Debian package nasm) when first needed: mmiofilter/kvm/firmware.py.
 ;
 ; The image sits at the top of 4 GiB; the CPU starts at the reset vector 0xFFFFFFF0 in real
 ; mode, with CS based at 0xFFFF0000. We load a flat GDT, enter 32-bit protected mode and run a

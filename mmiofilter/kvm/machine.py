@@ -1,0 +1,345 @@
+"""A minimal KVM virtual machine whose guest reaches a filtered BAR.
+
+Guest-physical layout: RAM from 0 (programs at 0x10000 * (vCPU + 1)), the firmware in the
+last 64 KiB below 4 GiB (read-only), and each BAR at the address the caller gives. A BAR's
+direct areas are memory slots pointing into the BAR's own mapping (the memory backend's
+buffer), so the guest reaches them with no exit; its trapped pages have no slot, so every
+access to them is an MMIO exit, which the C vCPU loop (csrc/kvm.c) answers with the filter
+without coming back to Python. Port I/O (the guest's transcript), HLT and errors come back here.
+
+One thread per vCPU; all vCPUs share the filters. `update_policy` pauses every vCPU (an
+immediate-exit flag and a SIGUSR1 to its thread), swaps the policy, remaps the slots to the new
+layout and resumes them.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._core import ffi, lib
+from ..backends import MemoryBackend
+from ..filter import BarFilter
+from ..rules import Policy
+from . import firmware
+from .program import Program, program_address
+
+FOUR_GIB = 1 << 32
+DEBUG_PORT, EXIT_PORT = 0xE9, 0xF4
+HOST_PAGE = mmap.PAGESIZE
+
+
+class KvmUnavailable(OSError):
+    """No usable /dev/kvm (or no KVM support in this build)."""
+
+
+class GuestError(RuntimeError):
+    """The guest did something the machine cannot continue from."""
+
+
+def kvm_available() -> str | None:
+    """None when KVM can run guests here, else the reason it cannot."""
+    if not hasattr(lib, "mf_kvm_open"):
+        return "this build of mmiofilter has no KVM support (not Linux)"
+    fd = lib.mf_kvm_open()
+    if fd < 0:
+        return f"/dev/kvm: {os.strerror(-fd)}"
+    os.close(fd)
+    return None
+
+
+def _address(buf: Any) -> int:
+    return int(ffi.cast("uintptr_t", ffi.from_buffer(buf)))
+
+
+@dataclass
+class BarWindow:
+    """A BAR placed at a guest-physical address: direct areas mapped, the rest trapped."""
+
+    machine: Machine
+    gpa: int
+    size: int
+    filter: BarFilter | None  # None: a "floor" window answering `constant` (no filter)
+    constant: int = 0
+    host: int = 0  # address of the BAR's mapping, for the direct slots
+    slots: list[int] = field(default_factory=list)
+
+    def remap(self) -> None:
+        """Make the memory slots match the filter's current layout."""
+        for slot in self.slots:
+            self.machine._set_memory(slot, 0, 0, 0)
+        self.slots = []
+        if self.filter is None:
+            return
+        for off, length in self.filter.layout.direct:
+            slot = self.machine._new_slot()
+            self.machine._set_memory(slot, self.gpa + off, length, self.host + off)
+            self.slots.append(slot)
+
+
+@dataclass
+class RunResult:
+    """What one vCPU did: its transcript and its exits."""
+
+    vcpu: int
+    transcript: str = ""
+    exits: int = 0
+    mmio_in_c: int = 0  # MMIO exits the C loop answered
+    mmio_in_python: int = 0  # MMIO exits answered here (the Python loop)
+    error: str | None = None
+
+
+class _Vcpu:
+    def __init__(self, machine: Machine, index: int) -> None:
+        run = ffi.new("void **")
+        size = ffi.new("size_t *")
+        fd = lib.mf_kvm_create_vcpu(machine._kvm, machine._vm, index, run, size)
+        if fd < 0:
+            raise KvmUnavailable(f"KVM_CREATE_VCPU {index}: {os.strerror(-fd)}")
+        if index:
+            rc = lib.mf_kvm_set_rsi(fd, index)  # the firmware's program selector
+            if rc < 0:
+                raise KvmUnavailable(f"KVM_SET_REGS: {os.strerror(-rc)}")
+        self.machine, self.index, self.fd, self.run = machine, index, fd, run[0]
+        self.run_size = size[0]
+        self.result = RunResult(index)
+        self.thread: threading.Thread | None = None
+        self.pause_requested = threading.Event()
+        self.paused = threading.Event()
+        self.resumed = threading.Event()
+
+    def loop(self, in_c: bool) -> None:
+        stats = ffi.new("struct mf_kvm_stats *")
+        ex = ffi.new("struct mf_kvm_exit *")
+        out: list[str] = []
+        res = self.result
+        try:
+            while True:
+                windows, n = self.machine._c_windows() if in_c else (ffi.NULL, 0)
+                lib.mf_kvm_run(self.fd, self.run, windows, n, stats, ex)
+                if ex.kind == lib.MF_KVM_IO:
+                    if ex.address == DEBUG_PORT and ex.is_write:
+                        out.append(chr(ex.value & 0xFF))
+                    elif ex.address == EXIT_PORT and ex.is_write:
+                        return
+                    elif not ex.is_write:
+                        lib.mf_kvm_complete(self.run, (1 << (8 * ex.size)) - 1)
+                elif ex.kind == lib.MF_KVM_MMIO:
+                    self._python_mmio(ex)
+                elif ex.kind == lib.MF_KVM_PAUSED:
+                    if self.pause_requested.is_set():
+                        self.paused.set()
+                        self.resumed.wait()
+                        self.resumed.clear()
+                elif ex.kind == lib.MF_KVM_HLT:
+                    return
+                elif ex.kind == lib.MF_KVM_SHUTDOWN:
+                    raise GuestError("the guest triple-faulted (KVM_EXIT_SHUTDOWN)")
+                elif ex.kind == lib.MF_KVM_ERROR:
+                    raise GuestError(
+                        f"vCPU {self.index}: KVM_RUN or the filter failed ({ex.error})"
+                    )
+                else:
+                    raise GuestError(f"vCPU {self.index}: unexpected exit reason {ex.reason}")
+        except Exception as e:  # the caller sees it in the result, the thread ends cleanly
+            res.error = str(e)
+        finally:
+            res.transcript = "".join(out)
+            res.exits = int(stats.exits)
+            res.mmio_in_c = int(stats.mmio_handled)
+
+    def _python_mmio(self, ex: Any) -> None:
+        w = self.machine.window_at(int(ex.address), int(ex.size))
+        if w is None:
+            raise GuestError(f"MMIO at {int(ex.address):#x} outside every BAR")
+        off = int(ex.address) - w.gpa
+        if w.filter is None:
+            value = w.constant
+        else:
+            value = w.filter.access(off, int(ex.size), bool(ex.is_write), int(ex.value)).value
+        if not ex.is_write:
+            lib.mf_kvm_complete(self.run, value & ((1 << (8 * int(ex.size))) - 1))
+        self.result.mmio_in_python += 1
+
+
+class Machine:
+    """A VM with RAM, the guest firmware, and filtered BARs. One `run` per machine."""
+
+    def __init__(self, *, ram_size: int = 4 << 20) -> None:
+        reason = kvm_available()
+        if reason is not None:
+            raise KvmUnavailable(reason)
+        self._kvm = lib.mf_kvm_open()
+        vm = lib.mf_kvm_create_vm(self._kvm)
+        if vm < 0:
+            os.close(self._kvm)
+            raise KvmUnavailable(f"KVM_CREATE_VM: {os.strerror(-vm)}")
+        self._vm = vm
+        self._slot_ids = 0
+        self.windows: list[BarWindow] = []
+        self._vcpus: list[_Vcpu] = []
+        self._c_cache: tuple[Any, int] | None = None
+        self.ram = mmap.mmap(-1, ram_size)
+        self._set_memory(self._new_slot(), 0, ram_size, _address(self.ram))
+        self.rom = mmap.mmap(-1, firmware.SIZE)
+        self.rom[:] = firmware.image()
+        self._set_memory(
+            self._new_slot(), FOUR_GIB - firmware.SIZE, firmware.SIZE, _address(self.rom), True
+        )
+        # SIGUSR1 interrupts KVM_RUN in a vCPU thread; Python's handler does nothing else.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, lambda *_: None)
+
+    # ---- memory ---------------------------------------------------------------------------
+
+    def _new_slot(self) -> int:
+        self._slot_ids += 1
+        return self._slot_ids - 1
+
+    def _set_memory(
+        self, slot: int, gpa: int, size: int, host: int, readonly: bool = False
+    ) -> None:
+        rc = lib.mf_kvm_set_memory(self._vm, slot, gpa, size, ffi.cast("void *", host), readonly)
+        if rc < 0:
+            raise KvmUnavailable(
+                f"KVM_SET_USER_MEMORY_REGION slot {slot} [{gpa:#x}, +{size:#x}): {os.strerror(-rc)}"
+            )
+
+    def _check_window(self, gpa: int, size: int) -> None:
+        if gpa % HOST_PAGE or gpa < len(self.ram) or gpa + size > FOUR_GIB - firmware.SIZE:
+            raise ValueError(
+                f"BAR at {gpa:#x} (+{size:#x}) must be page-aligned, above RAM and below the "
+                "firmware (the guest is 32-bit)"
+            )
+        for w in self.windows:
+            if gpa < w.gpa + w.size and w.gpa < gpa + size:
+                raise ValueError(f"BAR at {gpa:#x} overlaps the one at {w.gpa:#x}")
+
+    def add_bar(self, gpa: int, f: BarFilter) -> BarWindow:
+        """Place the filtered BAR at `gpa`. Its backend must be a MemoryBackend over a
+        page-aligned mapping (an mmap of a memfd, of resourceN, of a VFIO region)."""
+        self._check_window(gpa, f.size)
+        if not isinstance(f.backend, MemoryBackend):
+            raise ValueError("direct areas need the BAR's memory: use a MemoryBackend")
+        host = _address(f.backend.buffer)
+        if host % HOST_PAGE or f.page_size % HOST_PAGE:
+            raise ValueError("the BAR's buffer and page size must be host-page aligned (mmap)")
+        w = BarWindow(self, gpa, f.size, f, host=host)
+        w.remap()
+        self.windows.append(w)
+        self._c_cache = None
+        return w
+
+    def add_floor(self, gpa: int, size: int, constant: int = 0) -> BarWindow:
+        """A window with no filter and no memory: every access exits and reads `constant`.
+        The bench's floor: what an exit costs with nothing to decide."""
+        self._check_window(gpa, size)
+        w = BarWindow(self, gpa, size, None, constant)
+        self.windows.append(w)
+        self._c_cache = None
+        return w
+
+    def window_at(self, gpa: int, size: int) -> BarWindow | None:
+        for w in self.windows:
+            if w.gpa <= gpa and gpa + size <= w.gpa + w.size:
+                return w
+        return None
+
+    def _c_windows(self) -> tuple[Any, int]:
+        if self._c_cache is None:
+            arr = ffi.new("struct mf_kvm_window[]", max(len(self.windows), 1))
+            for c, w in zip(arr, self.windows, strict=False):
+                c.gpa, c.size, c.constant = w.gpa, w.size, w.constant
+                c.filter = w.filter._f if w.filter is not None else ffi.NULL
+            self._c_cache = (arr, len(self.windows))
+        return self._c_cache
+
+    # ---- running --------------------------------------------------------------------------
+
+    def run(
+        self, programs: Sequence[Program], *, in_c: bool = True, timeout: float = 120.0
+    ) -> list[RunResult]:
+        """Run one vCPU per program until each ends; `in_c=False` answers MMIO in Python."""
+        if self._vcpus:
+            raise RuntimeError("a Machine runs once: create another one")
+        for i, prog in enumerate(programs):
+            data = prog.encode()
+            at = program_address(i)
+            if at + len(data) > len(self.ram):
+                raise ValueError(f"program {i} does not fit in guest RAM")
+            self.ram[at : at + len(data)] = data
+            self._vcpus.append(_Vcpu(self, i))
+        for v in self._vcpus:
+            v.thread = threading.Thread(target=v.loop, args=(in_c,), name=f"vcpu{v.index}")
+            v.thread.start()
+        for v in self._vcpus:
+            assert v.thread is not None
+            v.thread.join(timeout)
+            if v.thread.is_alive():
+                self._kick(v)
+                v.result.error = f"vCPU {v.index} still running after {timeout} s"
+                v.resumed.set()
+        return [v.result for v in self._vcpus]
+
+    def _kick(self, v: _Vcpu) -> None:
+        lib.mf_kvm_pause(v.run)
+        if v.thread is not None and v.thread.ident is not None and v.thread.is_alive():
+            signal.pthread_kill(v.thread.ident, signal.SIGUSR1)
+
+    @contextmanager
+    def paused(self, timeout: float = 10.0) -> Iterator[None]:
+        """Every running vCPU out of the guest and waiting, for the duration."""
+        running = [v for v in self._vcpus if v.thread is not None and v.thread.is_alive()]
+        for v in running:
+            v.pause_requested.set()
+            self._kick(v)
+        try:
+            for v in running:
+                # a vCPU may end meanwhile: then it does not pause, and need not
+                while not v.paused.wait(0.05):
+                    if v.thread is None or not v.thread.is_alive():
+                        break
+                    self._kick(v)
+                    timeout -= 0.05
+                    if timeout <= 0:
+                        raise GuestError(f"vCPU {v.index} did not pause")
+            yield
+        finally:
+            for v in running:
+                v.pause_requested.clear()
+                v.paused.clear()
+                lib.mf_kvm_resume(v.run)
+                v.resumed.set()
+
+    def update_policy(self, window: BarWindow, policy: Policy) -> None:
+        """Swap a BAR's policy with every vCPU paused, remapping the pages whose trapping
+        changed: no vCPU sees the new table through the old mappings or the reverse."""
+        if window.filter is None:
+            raise ValueError("a floor window has no policy")
+        with self.paused():
+            window.filter.update(policy)
+            window.remap()
+
+    def close(self) -> None:
+        """Release the VM. The filters stay usable; their BAR memory is no longer mapped."""
+        for v in self._vcpus:
+            os.close(v.fd)
+        os.close(self._vm)
+        os.close(self._kvm)
+        # windows point back at the machine: drop them so the filters (and the BAR buffers
+        # their backends pin) are freed as soon as the caller lets go of them
+        self.windows.clear()
+        self._vcpus.clear()
+        self._c_cache = None
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,98 @@
+"""Programs for the guest firmware: MMIO operations the guest performs, and its transcript.
+
+The encoding is the one firmware.asm reads at 0x10000 * (vCPU index + 1): a 16-byte header
+{'MMIO', count, 0, 0} and 16-byte operations {op, address, value, arg}, little-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+MAGIC = 0x4F494D4D
+READ, WRITE, LOOP_READ, END = 1, 2, 3, 4
+PROGRAM_STRIDE = 0x10000
+_OP = struct.Struct("<IIII")
+
+
+def program_address(vcpu: int) -> int:
+    return PROGRAM_STRIDE * (vcpu + 1)
+
+
+@dataclass(frozen=True)
+class Op:
+    op: int
+    address: int
+    value: int = 0
+    arg: int = 0
+
+
+@dataclass
+class Program:
+    """A guest's list of operations (addresses are guest-physical)."""
+
+    ops: list[Op] = field(default_factory=list)
+
+    def read(self, address: int, width: int = 4) -> Program:
+        self.ops.append(Op(READ, address, 0, _width(width)))
+        return self
+
+    def write(self, address: int, value: int, width: int = 4) -> Program:
+        if not 0 <= value < 1 << (8 * _width(width)):
+            raise ValueError(f"value {value:#x} does not fit in {width} byte(s)")
+        self.ops.append(Op(WRITE, address, value, width))
+        return self
+
+    def loop_read(self, address: int, count: int) -> Program:
+        """`count` 32-bit reads of one address, timed by the guest's TSC."""
+        if not 0 <= count < 1 << 32:
+            raise ValueError(f"loop count {count} does not fit in 32 bits")
+        self.ops.append(Op(LOOP_READ, address, 0, count))
+        return self
+
+    def encode(self) -> bytes:
+        ops = [*self.ops, Op(END, 0)]
+        for o in ops:
+            if not 0 <= o.address < 1 << 32:
+                raise ValueError(f"address {o.address:#x} is not a 32-bit guest address")
+        head = _OP.pack(MAGIC, len(ops), 0, 0)
+        return head + b"".join(_OP.pack(o.op, o.address, o.value, o.arg) for o in ops)
+
+
+def _width(width: int) -> int:
+    if width not in (1, 2, 4):
+        raise ValueError(f"the guest firmware accesses 1, 2 or 4 bytes, not {width}")
+    return width
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of the guest's transcript."""
+
+    kind: str  # "R", "W", "T", "E", "N" (no program), "?" (unknown op)
+    width: int = 0
+    address: int = 0
+    value: int = 0  # R/W: the value; T: TSC cycles
+    count: int = 0  # T: reads in the loop
+
+
+def parse_transcript(text: str) -> list[Line]:
+    """The firmware's output lines; a line that does not parse raises ValueError."""
+    out: list[Line] = []
+    for raw in text.splitlines():
+        parts = raw.split()
+        if not parts:
+            continue
+        kind = parts[0]
+        try:
+            if kind in ("R", "W") and len(parts) == 4:
+                out.append(Line(kind, int(parts[1]), int(parts[2], 16), int(parts[3], 16)))
+            elif kind == "T" and len(parts) == 3:
+                out.append(Line(kind, 4, 0, int(parts[2], 16), int(parts[1], 16)))
+            elif kind in ("E", "N", "?") and len(parts) == 1:
+                out.append(Line(kind))
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"guest transcript line {raw!r} does not parse") from None
+    return out
