@@ -134,13 +134,13 @@ def measure_kvm(reads: int, repeats: int, progress: Callable[[str], None]) -> di
     for key, vals in samples.items():
         out[key] = statistics.median(vals)
     progress("timing QEMU")
-    qemu_vals = []
+    qemu_vals: list[float] = []
     for _ in range(repeats):
-        ns, why = _qemu(reads)
-        if ns is None:
+        qns, why = _qemu(reads)
+        if qns is None:
             out["qemu_note"] = why
             break
-        qemu_vals.append(ns)
+        qemu_vals.append(qns)
     out["qemu_ns"] = statistics.median(qemu_vals) if qemu_vals else None
     out["kvm_reads"] = reads
     if out["floor_ns"]:
