@@ -24,7 +24,7 @@ from __future__ import annotations
 import tracemalloc
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -33,9 +33,9 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from mmiofilter._core import ffi, lib
 
 import mmiofilter as mf
-from mmiofilter._core import ffi, lib
 from mmiofilter.results import OUTCOME_BY_CODE
 from mmiofilter.testing import (
     ModelDevice,
@@ -360,5 +360,6 @@ FilterLife.TestCase.settings = settings(
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # TEMP
 )
 test_filter_life = FilterLife.TestCase

@@ -35,6 +35,22 @@ DEBUG_PORT, EXIT_PORT = 0xE9, 0xF4
 HOST_PAGE = mmap.PAGESIZE
 
 
+def aligned_pieces(offset: int, length: int) -> list[tuple[int, int]]:
+    """The accesses that make up an MMIO exit of `length` bytes: the access itself when the
+    length is a width (1, 2, 4, 8), else naturally aligned pieces (a page-crossing fragment)."""
+    if length in (1, 2, 4, 8):
+        return [(offset, length)]
+    out = []
+    end = offset + length
+    while offset < end:
+        w = 8
+        while w > 1 and (offset % w or offset + w > end):
+            w //= 2
+        out.append((offset, w))
+        offset += w
+    return out
+
+
 class KvmUnavailable(OSError):
     """No usable /dev/kvm (or no KVM support in this build)."""
 
@@ -158,13 +174,17 @@ class _Vcpu:
         w = self.machine.window_at(int(ex.address), int(ex.size))
         if w is None:
             raise GuestError(f"MMIO at {int(ex.address):#x} outside every BAR")
-        off = int(ex.address) - w.gpa
+        off, size, is_write = int(ex.address) - w.gpa, int(ex.size), bool(ex.is_write)
         if w.filter is None:
             value = w.constant
-        else:
-            value = w.filter.access(off, int(ex.size), bool(ex.is_write), int(ex.value)).value
-        if not ex.is_write:
-            lib.mf_kvm_complete(self.run, value & ((1 << (8 * int(ex.size))) - 1))
+        else:  # a page-crossing fragment is taken apart as the C loop does (csrc/kvm.c)
+            value = 0
+            for at, width in aligned_pieces(off, size):
+                shift = 8 * (at - off)
+                piece = (int(ex.value) >> shift) & ((1 << (8 * width)) - 1)
+                value |= w.filter.access(at, width, is_write, piece).value << shift
+        if not is_write:
+            lib.mf_kvm_complete(self.run, value & ((1 << (8 * size)) - 1))
         self.result.mmio_in_python += 1
 
 
