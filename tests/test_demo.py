@@ -1,0 +1,41 @@
+"""`mmiofilter demo`: with a KVM guest where there is one, through the Python API where not."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmiofilter import cli
+from mmiofilter.kvm import machine as kvm_machine
+from mmiofilter.kvm.demo import run_demo
+
+EXPECTED = [
+    "masked (NV_PMC_ENABLE)",
+    "blocked (NVLINK_ISOLATE_12004C)",
+    "blocked (ioctrl@0xa00000)",
+    "blocked (NV_PCFG)",
+    "blocked (NV_PROM_DATA)",
+    "emulated (demo-emulated)",
+]
+
+
+def test_demo_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo"]) == 0
+    out = capsys.readouterr().out
+    for text in EXPECTED:
+        assert text in out
+    assert "BROKEN" not in out
+    if kvm_machine.kvm_available() is None:
+        assert "took no exit" in out
+
+
+def test_demo_without_kvm_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_kvm() -> str:
+        return "no /dev/kvm in this test"
+
+    monkeypatch.setattr(kvm_machine, "kvm_available", no_kvm)
+    lines: list[str] = []
+    assert run_demo(lines.append)
+    text = "\n".join(lines)
+    assert "No KVM guest here (no /dev/kvm in this test)" in text
+    for expected in EXPECTED:
+        assert expected in text
