@@ -275,8 +275,8 @@ class FilterLife(RuleBasedStateMachine):
         want_read = mf.Result(mf.Outcome.BLOCKED, fill)
         want_write = mf.Result(mf.Outcome.BLOCKED, 0)
 
-        def burst(n: int) -> None:
-            for i in range(n):
+        def burst(first: int, stop: int) -> None:
+            for i in range(first, stop):
                 is_write = bool(i & 1)
                 want = want_write if is_write else want_read
                 assert self.f.access(offset, width, is_write, i & 0xFF) == want
@@ -287,9 +287,9 @@ class FilterLife(RuleBasedStateMachine):
         if not was_tracing:
             tracemalloc.start()
         try:
-            burst(HAMMER_WARMUP)
+            burst(0, HAMMER_WARMUP)
             baseline = tracemalloc.take_snapshot()
-            burst(HAMMER - HAMMER_WARMUP)
+            burst(HAMMER_WARMUP, HAMMER)
             after = tracemalloc.take_snapshot()
         finally:
             if not was_tracing:
