@@ -22,6 +22,7 @@ from .model import (
     elementary_intervals,
     owner,
 )
+from .security import assert_security
 
 # The strategies need hypothesis (a test dependency); the model does not, so a VMM's own tests
 # or the benchmark can use the model without it. Strategy names resolve on first use.
@@ -66,6 +67,7 @@ __all__ = [
     "ModelLayout",
     "accesses",
     "action_of",
+    "assert_security",
     "bar_sizes",
     "chunks",
     "compute_layout",
