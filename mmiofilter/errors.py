@@ -16,3 +16,15 @@ class PolicyError(ValueError):
 
 class BackendError(OSError):
     """The backend failed to reach the device (short pread, callback raised, ...)."""
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value for an error message, safe for anything a hostile file can hold: an integer of
+    thousands of digits cannot even be printed in decimal (Python's int_max_str_digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 64:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

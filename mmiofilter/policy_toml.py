@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .errors import PolicyError
+from .errors import PolicyError, shown
 from .rules import Policy, Rule
 
 TOP_KEYS = {"fill", "partial", "unaligned", "rule"}
@@ -71,7 +71,7 @@ def parse_rule(entry: object, index: int, where: str) -> Rule:
         if not isinstance(v, want) or isinstance(v, bool):
             raise PolicyError(
                 f"{label}: field '{key}' must be {'a string' if want is str else 'an integer'},"
-                f" not {v!r}"
+                f" not {shown(v)}"
             )
     try:
         return Rule(**entry)
@@ -86,6 +86,10 @@ def read_document(source: object) -> tuple[dict[str, Any], str]:
         return tomllib.loads(text), where
     except tomllib.TOMLDecodeError as e:
         raise PolicyError(f"{where}: invalid TOML: {e}") from None
+    except ValueError as e:  # an integer of thousands of digits (int_max_str_digits)
+        raise PolicyError(f"{where}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise PolicyError(f"{where}: invalid TOML: nested too deeply") from None
 
 
 def policy_from_document(

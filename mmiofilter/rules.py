@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import PolicyError
+from .errors import PolicyError, shown
 
 #: Actions from the least to the most restrictive: the tie-break order of DESIGN §2.
 ACTIONS: tuple[str, ...] = ("allow", "audit", "readonly", "mask", "emulate", "deny")
@@ -61,14 +61,16 @@ class Rule:
         for fname in ("start", "size", "value", "mask", "priority", "bar"):
             if not _is_int(getattr(self, fname)):
                 raise PolicyError(
-                    f"{where}: {fname} must be an integer, not {getattr(self, fname)!r}"
+                    f"{where}: {fname} must be an integer, not {shown(getattr(self, fname))}"
                 )
         if self.action not in ACTIONS:
-            raise PolicyError(f"{where}: action {self.action!r} is not one of {', '.join(ACTIONS)}")
+            raise PolicyError(
+                f"{where}: action {shown(self.action)} is not one of {', '.join(ACTIONS)}"
+            )
         if self.start < 0 or self.start > U64_MAX:
             raise PolicyError(f"{where}: start {self.start:#x} is outside 0..2**64-1")
         if self.size < 1:
-            raise PolicyError(f"{where}: size must be at least 1, not {self.size}")
+            raise PolicyError(f"{where}: size must be at least 1, not {shown(self.size)}")
         if self.start + self.size - 1 > U64_MAX:
             raise PolicyError(
                 f"{where}: start {self.start:#x} + size {self.size:#x} wraps past 2**64"
@@ -82,9 +84,13 @@ class Rule:
                     f"{where}: {fname} {v:#x} does not fit in the rule's {self.size} byte(s)"
                 )
         if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
-            raise PolicyError(f"{where}: priority {self.priority} is outside a signed 32-bit range")
+            raise PolicyError(
+                f"{where}: priority {shown(self.priority)} is outside a signed 32-bit range"
+            )
         if not 0 <= self.bar < NUM_BARS:
-            raise PolicyError(f"{where}: bar {self.bar} is not a BAR index 0..{NUM_BARS - 1}")
+            raise PolicyError(
+                f"{where}: bar {shown(self.bar)} is not a BAR index 0..{NUM_BARS - 1}"
+            )
 
     @property
     def end(self) -> int:
@@ -127,14 +133,14 @@ class Policy:
                 raise PolicyError(f"rule {r.name!r}: name is used by more than one rule")
             names.add(r.name)
         if not _is_int(fill) or not 0 <= fill <= 0xFF:
-            raise PolicyError(f"policy: fill must be a byte 0..255, not {fill!r}")
+            raise PolicyError(f"policy: fill must be a byte 0..255, not {shown(fill)}")
         if partial not in PARTIAL_MODES:
             raise PolicyError(
-                f"policy: partial {partial!r} is not one of {', '.join(PARTIAL_MODES)}"
+                f"policy: partial {shown(partial)} is not one of {', '.join(PARTIAL_MODES)}"
             )
         if unaligned not in UNALIGNED_MODES:
             raise PolicyError(
-                f"policy: unaligned {unaligned!r} is not one of {', '.join(UNALIGNED_MODES)}"
+                f"policy: unaligned {shown(unaligned)} is not one of {', '.join(UNALIGNED_MODES)}"
             )
         self.rules: tuple[Rule, ...] = rules_t
         self.fill: int = fill

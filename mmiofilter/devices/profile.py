@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..errors import PolicyError
+from ..errors import PolicyError, shown
 from ..rules import Rule
 from .pciconfig import ConfigSpace
 
@@ -70,7 +70,7 @@ class Profile:
                 )
             if value not in known[key].choices:
                 raise PolicyError(
-                    f"{where}: option {key!r} = {value!r} is not one of "
+                    f"{where}: option {key!r} = {shown(value)} is not one of "
                     f"{', '.join(known[key].choices)}"
                 )
         return {o.name: str(given.get(o.name, o.default)) for o in self.options}

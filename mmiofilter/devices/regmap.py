@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from ..errors import shown
 from ..rules import MAX_NAME_BYTES, NUM_BARS, U64_MAX
 
 CATEGORIES: tuple[str, ...] = (
@@ -42,7 +43,7 @@ _FAMILY_OK = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # Region names become rule names, so they follow rules.py's name rules.
 _NAME_OK = re.compile(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")
 _IDENT_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BITS_OK = re.compile(r"^(\d+)(?::(\d+))?$")
+_BITS_OK = re.compile(r"^(\d{1,3})(?::(\d{1,3}))?$")  # bit numbers: 3 digits is plenty
 
 
 class MapError(ValueError):
@@ -264,6 +265,10 @@ def parse_map(text: str, where: str) -> RegisterMap:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MapError(f"{where}: not valid TOML: {exc}") from exc
+    except ValueError as exc:  # an integer of thousands of digits (int_max_str_digits)
+        raise MapError(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise MapError(f"{where}: not valid TOML: nested too deeply") from None
     return _Parser(where).parse(doc)
 
 
@@ -307,7 +312,7 @@ class _Parser:
     def int_(self, ctx: str, table: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
         v = table[key]
         if not _is_int(v):
-            raise self.fail(ctx, f"field {key!r} must be an integer, not {v!r}")
+            raise self.fail(ctx, f"field {key!r} must be an integer, not {shown(v)}")
         if not lo <= v <= hi:
             raise self.fail(ctx, f"field {key!r} = {v:#x} is outside {lo:#x}..{hi:#x}")
         return int(v)
@@ -315,14 +320,14 @@ class _Parser:
     def str_(self, ctx: str, table: Mapping[str, Any], key: str) -> str:
         v = table[key]
         if not isinstance(v, str) or not v.strip():
-            raise self.fail(ctx, f"field {key!r} must be a non-empty string, not {v!r}")
+            raise self.fail(ctx, f"field {key!r} must be a non-empty string, not {shown(v)}")
         return v
 
     def provenance(self, ctx: str, table: Mapping[str, Any]) -> Provenance:
         source = self.str_(ctx, table, "source")
         confirmed = table["confirmed"]
         if not isinstance(confirmed, bool):
-            raise self.fail(ctx, f"field 'confirmed' must be true or false, not {confirmed!r}")
+            raise self.fail(ctx, f"field 'confirmed' must be true or false, not {shown(confirmed)}")
         note = self.str_(ctx, table, "note") if "note" in table else ""
         if not confirmed and not note:
             raise self.fail(ctx, "confirmed = false needs a 'note' saying why (e.g. which chip)")
