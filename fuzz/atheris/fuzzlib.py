@@ -46,9 +46,9 @@ def signature(exc: BaseException) -> str:
     """Type and innermost mmiofilter frame: one bug, one signature, whatever input hits it."""
     frames = traceback.extract_tb(exc.__traceback__)
     ours = [f for f in frames if "mmiofilter" in f.filename and "/fuzz/" not in f.filename]
-    where = (ours or frames or [None])[-1]
-    if where is None:
+    if not frames:
         return type(exc).__name__
+    where = (ours or frames)[-1]
     path = where.filename
     if "mmiofilter/" in path:
         path = "mmiofilter/" + path.rsplit("mmiofilter/", 1)[1]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mmiofilter.devices import pciconfig_build as pb
 from mmiofilter.devices.devinfo_encode import encode_gh100, encode_gv100
+from mmiofilter.devices.pciconfig import EXP_CFG_SIZE, HEADER_BRIDGE
 from mmiofilter.devices.regmap import load_map
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,7 +174,7 @@ def pciconfig() -> dict[str, bytes]:
             pb.msix_cap(6, table_bar=0, table_offset=0xB90000),
         ),
         ext_caps=(pb.ExtCap(0x01, body=bytes(0x44)), pb.ExtCap(0x0B, body=bytes(8))),
-        size=pb.EXP_CFG_SIZE,
+        size=EXP_CFG_SIZE,
     )
     nic = pb.build_config(
         0x8086,
@@ -189,7 +190,7 @@ def pciconfig() -> dict[str, bytes]:
         0x8086,
         0x1901,
         class_code=0x060400,
-        header_type=pb.HEADER_BRIDGE,
+        header_type=HEADER_BRIDGE,
         caps=(pb.ssvid_cap(0x1028, 0x0001), pb.pcie_cap(port_type=4)),
     )
     resource = (

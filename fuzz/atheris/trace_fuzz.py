@@ -11,6 +11,7 @@ skipped, so it is a finding. Every access item must be one the filter can take.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -21,6 +22,7 @@ with instrumented(__name__ == "__main__"):
     import mmiofilter as mf
     from mmiofilter.replay import (
         TraceAccess,
+        TraceItem,
         detect_format,
         parse_mmiotrace,
         parse_qemu_vfio,
@@ -38,7 +40,10 @@ POLICY = mf.Policy(
     ],
     partial="split",
 )
-PARSERS = {"mmiotrace": parse_mmiotrace, "qemu": parse_qemu_vfio}
+PARSERS: dict[str, Callable[[Iterable[str]], Iterator[TraceItem]]] = {
+    "mmiotrace": parse_mmiotrace,
+    "qemu": parse_qemu_vfio,
+}
 
 
 def check(data: bytes) -> None:
