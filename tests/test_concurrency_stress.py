@@ -19,6 +19,7 @@ cffi releases the GIL around each C call, so the accesses really overlap the upd
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ Got = tuple[Outcome, int]
 EventKey = tuple[int, int, bool, int, Outcome, str]  # an event without its seq and bar
 
 UPDATES = 5000
+DEADLINE_S = 20.0  # at most this long swapping policies (see updater)
+PAUSE_S = 0.0002
 #: Policies in the cycle. The fill is one byte, so at most 256 can be told apart by it.
 K = 64
 SIZE = 0x100000
@@ -221,6 +224,7 @@ def test_every_result_and_batch_names_one_whole_policy() -> None:
 
     def python_batches(stop: threading.Event) -> None:
         while not stop.is_set():
+            time.sleep(PAUSE_S)  # give the updater the GIL now and then (see updater)
             got = tuple((r.outcome, r.value) for r in f.access_many(BATCH))
             count_batch(tallies[0], got)
 
@@ -238,11 +242,13 @@ def test_every_result_and_batch_names_one_whole_policy() -> None:
     def raw_batches(stop: threading.Event) -> None:
         batch = c_batch(BATCH)
         while not stop.is_set():
+            time.sleep(PAUSE_S)  # give the updater the GIL now and then (see updater)
             count_batch(tallies[1], raw(*batch))
 
     def singles(stop: threading.Event) -> None:
         one = [c_batch([acc]) for acc in IDENTIFYING]
         while not stop.is_set():
+            time.sleep(PAUSE_S)  # give the updater the GIL now and then (see updater)
             for i, acc in enumerate(IDENTIFYING):
                 (got,) = raw(*one[i])
                 count_single(tallies[2], i, got)
@@ -255,6 +261,7 @@ def test_every_result_and_batch_names_one_whole_policy() -> None:
         shared = ("deny", "emu", "mask")
         last = dict.fromkeys(shared, 0)
         while not stop.is_set():
+            time.sleep(PAUSE_S)  # give the updater the GIL now and then (see updater)
             counts = f.counters()
             assert frozenset(counts) in by_names, f"counters of no single policy: {counts}"
             for name in shared:  # carried across every update: they never go down
@@ -266,11 +273,23 @@ def test_every_result_and_batch_names_one_whole_policy() -> None:
             assert len(events) <= RING
             drained.extend(events)
 
+    done = 0
+
     def updater() -> None:
+        # Four threads make GIL-releasing C calls as fast as they can, and CPython hands the
+        # GIL back to a waiting thread only on its switch interval: on an idle two-core machine
+        # the updater got 32 swaps in 20 s, on a loaded one 5,000 in 5 s. The readers pause for
+        # PAUSE_S between rounds, and the swaps are bounded in time too.
+        nonlocal done
+        deadline = time.monotonic() + DEADLINE_S
         for i in range(1, UPDATES + 1):
             f.update(policy(i % K))
+            done = i
+            if time.monotonic() > deadline:
+                break
 
     run_threads([python_batches, raw_batches, singles, observer], updater)
+    assert done >= min(UPDATES, 500), f"only {done} updates in {DEADLINE_S} s"
 
     for t, name in zip(tallies, ("access_many", "mf_access_batch", "single accesses"), strict=True):
         assert len(t.seen) > 1, f"the {name} thread never ran across an update"
