@@ -19,6 +19,7 @@
  * chunks. Either way no byte that does not pass reaches the device.
  */
 #include "backend.h"
+#include "guard.h"
 #include "internal.h"
 
 /* What one access found out about its bytes. */
@@ -207,7 +208,7 @@ static int do_write(struct mf_filter *f, struct mf_table *t, const struct mf_acc
  * action and needs no per-byte plan. Same decisions as the general path, by construction:
  * a uniform access is never mixed. */
 static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
-                          size_t run, struct mf_result *res, const char **why)
+                          size_t run, struct mf_result *res, const char **why, char *detail)
 {
     const uint32_t r = t->runs[run].rule;
     const uint8_t action = t->runs[run].action;
@@ -215,6 +216,11 @@ static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct 
     if (r != MF_NO_RULE)
         atomic_fetch_add_explicit(&t->hits[r], 1, memory_order_relaxed);
     const char *name = r == MF_NO_RULE ? NULL : t->names[r];
+    if (action == MF_GUARD) {
+        int rc = mf_guard_access(f, t, &t->guards[t->rules[r].guard], acc, res, detail);
+        *why = res->outcome == MF_PASS ? NULL : name;
+        return rc;
+    }
     *why = action == MF_AUDIT ? name : NULL;
     if (!acc->is_write) {
         if (read_passes(action)) {
@@ -266,6 +272,7 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
                     struct mf_result *res)
 {
     const char *why = NULL;
+    char detail[MF_DETAIL_MAX] = "";
     int rc;
     size_t run = mf_find_run(t, acc->offset);
     bool uniform = acc->offset + acc->width <= mf_run_end(t, run);
@@ -277,7 +284,7 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
         why = "(unaligned)";
         rc = MF_OK;
     } else if (uniform) {
-        rc = access_uniform(f, t, acc, run, res, &why);
+        rc = access_uniform(f, t, acc, run, res, &why, detail);
     } else {
         struct plan p;
         make_plan(t, acc, run, &p);
@@ -287,7 +294,7 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
     /* an event for every outcome but a plain pass, and for an audited pass */
     if (rc == MF_OK && why)
         mf_ring_push(&f->ring, f->bar, acc, acc->is_write ? acc->value : res->value,
-                     res->outcome, why);
+                     res->outcome, why, detail);
     return rc;
 }
 

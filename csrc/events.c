@@ -32,7 +32,7 @@ void mf_ring_destroy(struct mf_ring *r)
 }
 
 void mf_ring_push(struct mf_ring *r, uint32_t bar, const struct mf_access *acc, uint64_t value,
-                  uint8_t outcome, const char *rule)
+                  uint8_t outcome, const char *rule, const char *detail)
 {
     pthread_mutex_lock(&r->lock);
     if (r->count == r->cap) {
@@ -52,6 +52,9 @@ void mf_ring_push(struct mf_ring *r, uint32_t bar, const struct mf_access *acc, 
     size_t n = strnlen(rule, MF_NAME_MAX - 1);
     memcpy(e->rule, rule, n);
     e->rule[n] = '\0';
+    n = detail ? strnlen(detail, MF_DETAIL_MAX - 1) : 0;
+    memcpy(e->detail, detail ? detail : "", n);
+    e->detail[n] = '\0';
     pthread_mutex_unlock(&r->lock);
 }
 

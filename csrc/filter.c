@@ -3,6 +3,7 @@
  */
 #include <stdlib.h>
 
+#include "guard.h"
 #include "internal.h"
 
 struct mf_filter *mf_filter_new(const struct mf_backend *backend, uint32_t bar,
@@ -58,6 +59,7 @@ struct mf_filter *mf_filter_new(const struct mf_backend *backend, uint32_t bar,
     }
     f->backend = *backend;
     f->bar = bar;
+    mf_guards_arm(table); /* no table before this one: nothing to drain */
     atomic_init(&f->cur, table);
     return f;
 fail:
@@ -90,8 +92,10 @@ int mf_filter_update(struct mf_filter *f, struct mf_table *t, struct mf_table **
         pthread_mutex_unlock(&f->update_lock);
         return MF_EINVAL;
     }
+    mf_guards_adopt(t, cur);
     struct mf_table *prev = atomic_exchange(&f->cur, t);
     mf_hazard_wait_unused(prev);
+    mf_guards_arm(t); /* guards new to this filter: the old table can no longer race them */
     pthread_mutex_unlock(&f->update_lock);
     *old = prev;
     return MF_OK;

@@ -16,8 +16,11 @@ struct mf_crule {
     uint64_t start;
     /* value and mask bytes live in the table's pool; bytes past *_len are 0 */
     uint32_t value_off, value_len, mask_off, mask_len;
+    uint32_t guard; /* index into the table's guards (action MF_GUARD), else MF_NO_RULE */
     uint8_t action;
 };
+
+struct mf_guard; /* guard.h */
 
 /* One run of bytes with a single owner. Runs tile the whole BAR in order; run i covers
  * [runs[i].start, runs[i+1].start) (the last one ends at the BAR's size). Gaps no rule covers
@@ -47,6 +50,9 @@ struct mf_table {
     char (*names)[MF_NAME_MAX];
     _Atomic uint64_t *hits; /* per rule: the only mutable part of a table */
     uint8_t *pool;
+
+    size_t nguards;
+    struct mf_guard *guards;
 
     size_t nruns;
     struct mf_run *runs;
@@ -122,7 +128,7 @@ struct mf_ring {
 int mf_ring_init(struct mf_ring *r, size_t cap);
 void mf_ring_destroy(struct mf_ring *r);
 void mf_ring_push(struct mf_ring *r, uint32_t bar, const struct mf_access *acc, uint64_t value,
-                  uint8_t outcome, const char *rule);
+                  uint8_t outcome, const char *rule, const char *detail);
 
 struct mf_filter {
     _Atomic(struct mf_table *) cur;

@@ -36,16 +36,19 @@ extern "C" {
 
 /* ---- actions, outcomes, error codes ---------------------------------------------------- */
 
-/* Per-byte actions, from the least to the most restrictive: the order breaks priority ties. */
+/* Per-byte actions. MF_ALLOW..MF_DENY go from the least to the most restrictive, the order that
+ * breaks priority ties; MF_GUARD ranks between audit and readonly in that order (it passes
+ * some writes and refuses others), and a guard must own every byte of its registers. */
 enum mf_action {
     MF_ALLOW = 0,    /* read and write pass */
     MF_AUDIT = 1,    /* pass, and the access is recorded as an event */
     MF_READONLY = 2, /* read passes, write dropped */
     MF_MASK = 3,     /* read passes, write passes with bits forced: b' = (b & ~m) | (v & m) */
     MF_EMULATE = 4,  /* read returns the rule's value byte, write dropped; device untouched */
-    MF_DENY = 5      /* read returns the fill byte, write dropped */
+    MF_DENY = 5,     /* read returns the fill byte, write dropped */
+    MF_GUARD = 6     /* a stateful guard decides each access (struct mf_guard_spec) */
 };
-#define MF_NUM_ACTIONS 6
+#define MF_NUM_ACTIONS 7
 
 enum mf_outcome {
     MF_PASS = 0,     /* the device saw exactly the guest's access */
@@ -73,6 +76,43 @@ enum mf_unaligned_mode { MF_UNALIGNED_ALLOW = 0, MF_UNALIGNED_DENY = 1 };
 #define MF_NAME_MAX 64 /* rule names are at most 63 bytes and a NUL */
 #define MF_NO_RULE UINT32_MAX
 
+/* ---- guards (DESIGN §2): stateful rules for protocols carried over MMIO ---------------
+ *
+ * A guard rule (action MF_GUARD) names a guard kind and its parameters. It owns a fixed set of
+ * 4-byte registers derived from the parameters; every access to one of them goes, in order and
+ * under the guard's lock, to the guard, which decides it from the protocol state it keeps:
+ * pass, refuse (BLOCKED: a read returns fill, a write is dropped) or answer itself (EMULATED:
+ * a read returns the guard's value, a write is held by the guard). An access that is not
+ * exactly one register (width 4, aligned) is refused. The guard's state lives with the compiled
+ * table; mf_filter_update() hands it to the next table when that table has a guard of the same
+ * kind on the same registers (its parameters may differ), so a policy swap neither forgets a
+ * message in flight nor lets two states disagree. A guard new to a filter refuses every write
+ * until the swap that introduced it has drained the old table.
+ *
+ * The rule's start and size must be the span of the guard's registers (lowest register to the
+ * end of the highest); the bytes between register blocks are not the guard's.
+ */
+enum mf_guard_kind { MF_GUARD_FSP = 1 };
+
+#define MF_FSP_MAX_CHANNELS 8
+#define MF_FSP_EMEM_BYTES 65536 /* EMEMC bits 15:0 address EMEM bytes */
+
+/* NVIDIA FSP mailbox (GH100; DESIGN §6, docs/fsp-guard.md). Registers, as BAR offsets:
+ * EMEMC(i) = emem + 8i, EMEMD(i) = emem + 8i + 4, QUEUE_HEAD(i) = queue + 8i,
+ * QUEUE_TAIL(i) = queue + 8i + 4, MSGQ_HEAD(i) = msgq + 8i, MSGQ_TAIL(i) = msgq + 8i + 4, for
+ * i < channels. The three blocks must not overlap. */
+struct mf_fsp_params {
+    uint64_t emem, queue, msgq;
+    uint32_t channels;   /* 1..MF_FSP_MAX_CHANNELS */
+    uint32_t max_packet; /* bytes, a multiple of 4 in 8..MF_FSP_EMEM_BYTES (GH100: 1024) */
+    uint8_t deny[32];    /* bitmap of refused NVDM types: bit t % 8 of byte t / 8 */
+};
+
+struct mf_guard_spec {
+    uint8_t kind; /* enum mf_guard_kind */
+    struct mf_fsp_params fsp;
+};
+
 struct mf_rule {
     const char *name;       /* copied at compile time; at most MF_NAME_MAX - 1 bytes */
     uint64_t start;         /* first byte, relative to the BAR */
@@ -85,6 +125,7 @@ struct mf_rule {
     size_t value_len;
     const uint8_t *mask;
     size_t mask_len;
+    const struct mf_guard_spec *guard; /* action MF_GUARD only, else NULL; copied */
 };
 
 struct mf_config {
@@ -211,6 +252,8 @@ size_t mf_access_batch(struct mf_filter *f, const struct mf_access *acc, struct 
 
 /* ---- events ---------------------------------------------------------------------------- */
 
+#define MF_DETAIL_MAX 48
+
 struct mf_event {
     uint64_t seq;
     uint64_t offset;
@@ -220,6 +263,7 @@ struct mf_event {
     uint8_t is_write;
     uint8_t outcome;
     char rule[MF_NAME_MAX]; /* the rule owning the first byte that did not pass */
+    char detail[MF_DETAIL_MAX]; /* a guard's reason ("nvdm 0x12 refused"); else empty */
 };
 
 /* Move up to `cap` events, oldest first, out of the ring. Returns how many. */

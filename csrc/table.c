@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "guard.h"
 #include "internal.h"
 
 void mf_set_error(struct mf_error *err, int64_t rule, const char *fmt, ...)
@@ -29,31 +30,50 @@ void mf_set_error(struct mf_error *err, int64_t rule, const char *fmt, ...)
 
 /* ---- ownership order ----------------------------------------------------------------- */
 
+/* Restrictiveness, for priority ties: allow < audit < guard < readonly < mask < emulate < deny.
+ * A guard passes some writes, so it yields to every action that passes none. */
+static int rank(uint8_t action)
+{
+    static const int r[MF_NUM_ACTIONS] = {0, 1, 3, 4, 5, 6, 2};
+    return r[action];
+}
+
 /* Does rule a own a byte rather than rule b, when both cover it? */
 static bool outranks(const struct mf_rule *rules, uint32_t a, uint32_t b)
 {
     if (rules[a].priority != rules[b].priority)
         return rules[a].priority > rules[b].priority;
-    /* enum mf_action is ordered from the least to the most restrictive */
     if (rules[a].action != rules[b].action)
-        return rules[a].action > rules[b].action;
+        return rank(rules[a].action) > rank(rules[b].action);
     return a > b; /* listed last wins */
 }
 
-/* A binary max-heap of rule indices ordered by outranks(); rules that have ended are removed
- * lazily when they reach the top. */
+/* A byte range one rule claims: a rule is one interval, a guard one per register block. */
+struct ival {
+    uint64_t start, end;
+    uint32_t rule;
+};
+
+/* A binary max-heap of interval indices ordered by their rules' outranks(); intervals that
+ * have ended are removed lazily when they reach the top. */
 struct heap {
     uint32_t *v;
     size_t n;
     const struct mf_rule *rules;
+    const struct ival *iv;
 };
+
+static bool iv_outranks(const struct heap *h, uint32_t a, uint32_t b)
+{
+    return outranks(h->rules, h->iv[a].rule, h->iv[b].rule);
+}
 
 static void heap_push(struct heap *h, uint32_t r)
 {
     size_t i = h->n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!outranks(h->rules, r, h->v[p]))
+        if (!iv_outranks(h, r, h->v[p]))
             break;
         h->v[i] = h->v[p];
         i = p;
@@ -69,9 +89,9 @@ static void heap_pop(struct heap *h)
         size_t c = 2 * i + 1;
         if (c >= h->n)
             break;
-        if (c + 1 < h->n && outranks(h->rules, h->v[c + 1], h->v[c]))
+        if (c + 1 < h->n && iv_outranks(h, h->v[c + 1], h->v[c]))
             c++;
-        if (!outranks(h->rules, h->v[c], last))
+        if (!iv_outranks(h, h->v[c], last))
             break;
         h->v[i] = h->v[c];
         i = c;
@@ -86,15 +106,9 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Rules sorted by start; the key is carried along because qsort has no context argument. */
-struct by_start {
-    uint64_t start;
-    uint32_t rule;
-};
-
 static int cmp_by_start(const void *a, const void *b)
 {
-    uint64_t x = ((const struct by_start *)a)->start, y = ((const struct by_start *)b)->start;
+    uint64_t x = ((const struct ival *)a)->start, y = ((const struct ival *)b)->start;
     return (x > y) - (x < y);
 }
 
@@ -152,6 +166,36 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
             mf_set_error(err, (int64_t)i, "rule %s: value or mask wider than the rule", r->name);
             return MF_EINVAL;
         }
+        if (r->action == MF_GUARD) {
+            struct mf_block b[MF_GUARD_MAX_BLOCKS];
+            size_t nb = 0;
+            char why[120];
+            const struct mf_guard_class *cls = r->guard ? mf_guard_class_of(r->guard->kind) : NULL;
+            if (!cls) {
+                mf_set_error(err, (int64_t)i, "rule %s: guard without a known guard kind",
+                             r->name);
+                return MF_EINVAL;
+            }
+            if (cls->blocks(r->guard, b, &nb, why, sizeof why)) {
+                mf_set_error(err, (int64_t)i, "rule %s: %s", r->name, why);
+                return MF_EINVAL;
+            }
+            uint64_t lo = UINT64_MAX, hi = 0;
+            for (size_t k = 0; k < nb; k++) {
+                lo = b[k].start < lo ? b[k].start : lo;
+                hi = b[k].end > hi ? b[k].end : hi;
+            }
+            if (r->start != lo || r->size != hi - lo) {
+                mf_set_error(err, (int64_t)i,
+                             "rule %s: a guard's range must be its registers' span [%#llx, %#llx)",
+                             r->name, (unsigned long long)lo, (unsigned long long)hi);
+                return MF_EINVAL;
+            }
+        } else if (r->guard) {
+            mf_set_error(err, (int64_t)i, "rule %s: guard parameters on a rule that is not a guard",
+                         r->name);
+            return MF_EINVAL;
+        }
         pool += (uint64_t)r->value_len + r->mask_len;
         if (pool > UINT32_MAX) {
             mf_set_error(err, (int64_t)i, "rule %s: values and masks exceed 4 GiB in all", r->name);
@@ -163,30 +207,55 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
 
 /* ---- resolution: rules -> runs ------------------------------------------------------- */
 
+/* The intervals the rules claim: one per rule, one per register block of a guard. */
+static struct ival *claims(const struct mf_table *t, const struct mf_rule *rules, size_t n,
+                           size_t *count)
+{
+    size_t k = n;
+    for (size_t g = 0; g < t->nguards; g++)
+        k += t->guards[g].nblocks - 1;
+    struct ival *iv = malloc((k ? k : 1) * sizeof *iv);
+    if (!iv)
+        return NULL;
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t g = t->rules[i].guard;
+        if (g == MF_NO_RULE) {
+            iv[k++] = (struct ival){rules[i].start, rules[i].start + rules[i].size, (uint32_t)i};
+            continue;
+        }
+        for (size_t b = 0; b < t->guards[g].nblocks; b++)
+            iv[k++] = (struct ival){t->guards[g].block[b].start, t->guards[g].block[b].end,
+                                    (uint32_t)i};
+    }
+    *count = k;
+    return iv;
+}
+
 static int resolve_runs(struct mf_table *t, const struct mf_rule *rules, size_t n)
 {
     uint64_t bar_size = t->cfg.bar_size;
-    uint64_t *pos = malloc((2 * n + 2) * sizeof *pos);
-    struct by_start *order = malloc((n ? n : 1) * sizeof *order);
-    uint32_t *heapv = malloc((n ? n : 1) * sizeof *heapv);
-    t->runs = malloc((2 * n + 1) * sizeof *t->runs);
-    if (!pos || !order || !heapv || !t->runs) {
-        free(pos), free(order), free(heapv);
+    size_t m = 0;
+    struct ival *iv = claims(t, rules, n, &m);
+    uint64_t *pos = malloc((2 * m + 2) * sizeof *pos);
+    uint32_t *heapv = malloc((m ? m : 1) * sizeof *heapv);
+    t->runs = malloc((2 * m + 1) * sizeof *t->runs);
+    if (!iv || !pos || !heapv || !t->runs) {
+        free(iv), free(pos), free(heapv);
         return MF_ENOMEM;
     }
 
-    /* Every ownership change happens at a rule start or end. */
+    /* Every ownership change happens at an interval start or end. */
     size_t npos = 0;
     pos[npos++] = 0;
-    for (size_t i = 0; i < n; i++) {
-        pos[npos++] = rules[i].start;
-        pos[npos++] = rules[i].start + rules[i].size;
-        order[i] = (struct by_start){rules[i].start, (uint32_t)i};
+    for (size_t i = 0; i < m; i++) {
+        pos[npos++] = iv[i].start;
+        pos[npos++] = iv[i].end;
     }
     qsort(pos, npos, sizeof *pos, cmp_u64);
-    qsort(order, n, sizeof *order, cmp_by_start);
+    qsort(iv, m, sizeof *iv, cmp_by_start);
 
-    struct heap h = {heapv, 0, rules};
+    struct heap h = {heapv, 0, rules, iv};
     size_t next = 0, nruns = 0;
     for (size_t j = 0; j < npos; j++) {
         uint64_t p = pos[j];
@@ -194,11 +263,11 @@ static int resolve_runs(struct mf_table *t, const struct mf_rule *rules, size_t 
             break; /* all later positions equal bar_size too */
         if (j && p == pos[j - 1])
             continue;
-        while (next < n && order[next].start == p)
-            heap_push(&h, order[next++].rule);
-        while (h.n && rules[h.v[0]].start + rules[h.v[0]].size <= p)
+        while (next < m && iv[next].start == p)
+            heap_push(&h, (uint32_t)next++);
+        while (h.n && iv[h.v[0]].end <= p)
             heap_pop(&h);
-        uint32_t owner = h.n ? h.v[0] : MF_NO_RULE;
+        uint32_t owner = h.n ? iv[h.v[0]].rule : MF_NO_RULE;
         /* Same owner as the run before: the rule is contiguous there, so extend it. */
         if (nruns && t->runs[nruns - 1].rule == owner)
             continue;
@@ -208,7 +277,34 @@ static int resolve_runs(struct mf_table *t, const struct mf_rule *rules, size_t 
         nruns++;
     }
     t->nruns = nruns;
-    free(pos), free(order), free(heapv);
+    free(iv), free(pos), free(heapv);
+    return MF_OK;
+}
+
+/* A guard must see every access to its registers: a byte another rule owns would let
+ * accesses past it (or hide them from it). */
+static int check_guards(const struct mf_table *t, struct mf_error *err)
+{
+    for (size_t g = 0; g < t->nguards; g++) {
+        const struct mf_guard *gd = &t->guards[g];
+        for (size_t b = 0; b < gd->nblocks; b++) {
+            for (size_t i = mf_find_run(t, gd->block[b].start);
+                 i < t->nruns && t->runs[i].start < gd->block[b].end; i++) {
+                uint32_t r = t->runs[i].rule;
+                if (r == gd->rule)
+                    continue;
+                uint64_t at = t->runs[i].start > gd->block[b].start ? t->runs[i].start
+                                                                    : gd->block[b].start;
+                mf_set_error(err, gd->rule,
+                             "rule %s: guard register byte %#llx is owned by %s%s: a guard must "
+                             "own all its registers",
+                             t->names[gd->rule], (unsigned long long)at,
+                             r == MF_NO_RULE ? "no rule" : "rule ",
+                             r == MF_NO_RULE ? "" : t->names[r]);
+                return MF_EINVAL;
+            }
+        }
+    }
     return MF_OK;
 }
 
@@ -272,7 +368,11 @@ static int copy_rules(struct mf_table *t, const struct mf_rule *rules, size_t n)
     t->names = calloc(n ? n : 1, sizeof *t->names);
     t->hits = calloc(n ? n : 1, sizeof *t->hits);
     t->pool = malloc(pool_len ? pool_len : 1);
-    if (!t->rules || !t->names || !t->hits || !t->pool)
+    size_t nguards = 0;
+    for (size_t i = 0; i < n; i++)
+        nguards += rules[i].action == MF_GUARD;
+    t->guards = nguards ? calloc(nguards, sizeof *t->guards) : NULL;
+    if (!t->rules || !t->names || !t->hits || !t->pool || (nguards && !t->guards))
         return MF_ENOMEM;
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
@@ -280,6 +380,20 @@ static int copy_rules(struct mf_table *t, const struct mf_rule *rules, size_t n)
         strcpy(t->names[i], rules[i].name); /* length checked by validate() */
         c->start = rules[i].start;
         c->action = rules[i].action;
+        c->guard = MF_NO_RULE;
+        if (rules[i].action == MF_GUARD) {
+            struct mf_guard *g = &t->guards[t->nguards];
+            g->rule = (uint32_t)i;
+            g->spec = *rules[i].guard;
+            g->cls = mf_guard_class_of(g->spec.kind);
+            char why[8];
+            g->cls->blocks(&g->spec, g->block, &g->nblocks, why, sizeof why); /* validated */
+            g->state = mf_guard_state_new(g->cls, &g->spec);
+            if (!g->state)
+                return MF_ENOMEM;
+            c->guard = (uint32_t)t->nguards++;
+            t->footprint += sizeof *g;
+        }
         c->value_off = (uint32_t)at;
         c->value_len = (uint32_t)rules[i].value_len;
         if (c->value_len)
@@ -319,6 +433,10 @@ struct mf_table *mf_table_compile(const struct mf_rule *rules, size_t n,
         rc = index_pages(t);
     if (rc == MF_OK)
         rc = mf_layout_compute(t);
+    if (rc == MF_OK && check_guards(t, err) != MF_OK) {
+        mf_table_free(t);
+        return NULL;
+    }
     if (rc != MF_OK) {
         mf_set_error(err, -1, "out of memory");
         mf_table_free(t);
@@ -333,6 +451,9 @@ void mf_table_free(struct mf_table *t)
 {
     if (!t)
         return;
+    for (size_t g = 0; g < t->nguards; g++)
+        mf_guard_state_put(t->guards[g].state);
+    free(t->guards);
     free(t->rules);
     free((void *)t->hits);
     free(t->pool);

@@ -7,6 +7,7 @@ docs/contract-details.md.
 from .backends import Backend, CallbackBackend, FdBackend, MemoryBackend
 from .errors import AccessError, BackendError, PolicyError
 from .filter import BarFilter
+from .guards import FspGuard
 from .layout import Layout
 from .results import Event, Outcome, Result
 from .rules import ACTIONS, Policy, Rule
@@ -20,6 +21,7 @@ __all__ = [
     "CallbackBackend",
     "Event",
     "FdBackend",
+    "FspGuard",
     "Layout",
     "MemoryBackend",
     "Outcome",

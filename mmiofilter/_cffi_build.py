@@ -15,7 +15,17 @@ from cffi import FFI
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
-SOURCES = ["table.c", "layout.c", "access.c", "backend.c", "events.c", "hazard.c", "filter.c"]
+SOURCES = [
+    "table.c",
+    "layout.c",
+    "access.c",
+    "backend.c",
+    "events.c",
+    "hazard.c",
+    "filter.c",
+    "guard.c",
+    "guard_fsp.c",
+]
 # The KVM embedding needs Linux's KVM headers; elsewhere the core builds without it.
 HAVE_KVM = sys.platform == "linux" and Path("/usr/include/linux/kvm.h").exists()
 if HAVE_KVM:

@@ -15,6 +15,7 @@ from typing import Any
 from ._core import ffi, lib
 from .backends import Backend
 from .errors import AccessError, PolicyError
+from .guards import FspGuard
 from .layout import Layout
 from .results import OUTCOME_BY_CODE, Event, Outcome, Result
 from .rules import ACTIONS, NUM_BARS, PARTIAL_MODES, UNALIGNED_MODES, Policy, Rule
@@ -44,7 +45,7 @@ def check_bar_size(size: object) -> int:
 
 def _rule_struct() -> struct.Struct:
     """`struct mf_rule` as the struct module packs it, checked against cffi's own layout."""
-    fmt = struct.Struct("@PQQiBPNPN")  # native: the C compiler's own alignment
+    fmt = struct.Struct("@PQQiBPNPNP")  # native: the C compiler's own alignment
     fields = (
         "name",
         "start",
@@ -55,9 +56,10 @@ def _rule_struct() -> struct.Struct:
         "value_len",
         "mask",
         "mask_len",
+        "guard",
     )
     offsets = [ffi.offsetof("struct mf_rule", f) for f in fields]
-    want = [0, 8, 16, 24, 28, 32, 40, 48, 56]
+    want = [0, 8, 16, 24, 28, 32, 40, 48, 56, 64]
     if ffi.sizeof("struct mf_rule") != fmt.size or offsets != want:
         raise ImportError(f"unexpected struct mf_rule layout {offsets}: rebuild mmiofilter")
     return fmt
@@ -68,6 +70,20 @@ _RULE_STRUCT = _rule_struct()
 
 def _le_bytes(v: int) -> bytes:
     return v.to_bytes((v.bit_length() + 7) // 8, "little")
+
+
+#: enum mf_action: the rule actions in order, then MF_GUARD.
+_ACTION_CODE = {**{a: i for i, a in enumerate(ACTIONS)}, "guard": 6}
+
+
+def _guard_spec(g: FspGuard) -> Any:
+    """`struct mf_guard_spec` for a guard; the caller keeps it alive until compiled."""
+    spec = ffi.new("struct mf_guard_spec *")
+    spec.kind = lib.MF_GUARD_FSP
+    spec.fsp.emem, spec.fsp.queue, spec.fsp.msgq = g.emem, g.queue, g.msgq
+    spec.fsp.channels, spec.fsp.max_packet = g.channels, g.max_packet
+    ffi.memmove(spec.fsp.deny, g.deny_bitmap(), 32)
+    return spec
 
 
 class _Table:
@@ -97,14 +113,20 @@ class _Table:
                 r.start,
                 r.size,
                 r.priority,
-                ACTIONS.index(r.action),
+                _ACTION_CODE[r.action],
                 base + at + len(name),
                 len(value),
                 base + at + len(name) + len(value),
                 len(mask),
+                0,
             )
             at += len(name) + len(value) + len(mask)
         crules = ffi.from_buffer("struct mf_rule[]", packed)
+        specs = [_guard_spec(r) for r in rules if isinstance(r, FspGuard)]
+        guards = iter(specs)
+        for i, r in enumerate(rules):
+            if isinstance(r, FspGuard):
+                crules[i].guard = next(guards)
         cfg = ffi.new(
             "struct mf_config *",
             {
@@ -334,6 +356,7 @@ class BarFilter:
                 value=e.value,
                 outcome=OUTCOME_BY_CODE[e.outcome],
                 rule=ffi.string(e.rule).decode(),
+                detail=ffi.string(e.detail).decode(errors="replace"),
             )
             for e in buf[0:got]
         ]

@@ -46,3 +46,5 @@ class Event:
     value: int
     outcome: Outcome
     rule: str
+    #: A guard's reason for its decision ("nvdm 0x12 refused"); empty for other rules.
+    detail: str = ""

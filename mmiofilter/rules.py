@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .errors import PolicyError, shown
 
@@ -46,6 +47,9 @@ class Rule:
     priority: int = field(default=0, kw_only=True)
     bar: int = field(default=0, kw_only=True)
 
+    #: The actions this kind of rule may have (a guard is a rule whose action is "guard").
+    allowed_actions: ClassVar[tuple[str, ...]] = ACTIONS
+
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_OK.match(self.name):
             raise PolicyError(
@@ -63,9 +67,11 @@ class Rule:
                 raise PolicyError(
                     f"{where}: {fname} must be an integer, not {shown(getattr(self, fname))}"
                 )
-        if self.action not in ACTIONS:
+        if self.action not in self.allowed_actions:
+            hint = " (a guard: mmiofilter.FspGuard)" if self.action == "guard" else ""
             raise PolicyError(
-                f"{where}: action {shown(self.action)} is not one of {', '.join(ACTIONS)}"
+                f"{where}: action {shown(self.action)} is not one of "
+                f"{', '.join(self.allowed_actions)}{hint}"
             )
         if self.start < 0 or self.start > U64_MAX:
             raise PolicyError(f"{where}: start {self.start:#x} is outside 0..2**64-1")

@@ -1,0 +1,114 @@
+/*
+ * guard.c - what every guard kind shares: state life cycle, locking, arming, dispatch.
+ *
+ * Why the state is shared between tables: a policy swap must not reset a protocol. If the new
+ * table started with a fresh state while a packet the old one checked is still queued, the
+ * guest could rewrite that packet through the new table. So the new table adopts the old
+ * table's state when its guard sits on the same registers, and accesses under either table
+ * take the same lock. A guard with no predecessor cannot know what the old table let through,
+ * so it refuses writes until the old table has drained (mf_guards_arm).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "guard.h"
+
+const struct mf_guard_class *mf_guard_class_of(uint8_t kind)
+{
+    return kind == MF_GUARD_FSP ? &mf_guard_fsp : NULL;
+}
+
+struct mf_guard_state *mf_guard_state_new(const struct mf_guard_class *cls,
+                                          const struct mf_guard_spec *spec)
+{
+    struct mf_guard_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->impl = cls->state_new(spec);
+    if (!s->impl || pthread_mutex_init(&s->lock, NULL)) {
+        if (s->impl)
+            cls->state_free(s->impl);
+        free(s);
+        return NULL;
+    }
+    s->cls = cls;
+    atomic_init(&s->refs, 1);
+    atomic_init(&s->armed, false);
+    return s;
+}
+
+void mf_guard_state_put(struct mf_guard_state *s)
+{
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    s->cls->state_free(s->impl);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+void mf_guards_adopt(struct mf_table *next, const struct mf_table *cur)
+{
+    for (size_t i = 0; i < next->nguards; i++) {
+        struct mf_guard *g = &next->guards[i];
+        for (size_t j = 0; j < cur->nguards; j++) {
+            const struct mf_guard *o = &cur->guards[j];
+            if (o->cls != g->cls || !g->cls->same_registers(&g->spec, &o->spec))
+                continue;
+            if (g->state == o->state)
+                break;
+            atomic_fetch_add(&o->state->refs, 1);
+            mf_guard_state_put(g->state);
+            g->state = o->state;
+            break;
+        }
+    }
+}
+
+void mf_guards_arm(struct mf_table *t)
+{
+    for (size_t i = 0; i < t->nguards; i++)
+        atomic_store(&t->guards[i].state->armed, true);
+}
+
+int mf_guard_access(struct mf_filter *f, struct mf_table *t, const struct mf_guard *g,
+                    const struct mf_access *acc, struct mf_result *res, char *detail)
+{
+    uint64_t bytefill = 0;
+    for (unsigned k = 0; k < acc->width; k++)
+        bytefill |= (uint64_t)t->cfg.fill << (8 * k);
+    res->value = acc->is_write ? 0 : bytefill;
+    res->outcome = MF_BLOCKED;
+    /* Registers are 32 bits: a narrower, wider or misaligned access would reach a part of a
+     * register the protocol gives no meaning to, or two registers at once. */
+    if (acc->width != 4 || acc->offset % 4) {
+        snprintf(detail, MF_DETAIL_MAX, "%u-byte access at +%#llx", (unsigned)acc->width,
+                 (unsigned long long)(acc->offset % 8));
+        return MF_OK;
+    }
+    struct mf_guard_state *s = g->state;
+    if (acc->is_write && !atomic_load(&s->armed)) {
+        snprintf(detail, MF_DETAIL_MAX, "arming: policy swap in progress");
+        return MF_OK;
+    }
+    struct mf_guard_call call = {
+        .dev = &f->backend,
+        .spec = &g->spec,
+        .state = s->impl,
+        .offset = acc->offset,
+        .value = (uint32_t)acc->value,
+        .is_write = acc->is_write,
+        .outcome = MF_BLOCKED,
+    };
+    pthread_mutex_lock(&s->lock);
+    g->cls->access(&call);
+    pthread_mutex_unlock(&s->lock);
+    memcpy(detail, call.detail, MF_DETAIL_MAX);
+    detail[MF_DETAIL_MAX - 1] = '\0';
+    res->outcome = call.outcome;
+    if (call.outcome == MF_BLOCKED)
+        res->value = acc->is_write ? 0 : bytefill;
+    else
+        res->value = call.result;
+    return call.device_error ? MF_EDEVICE : MF_OK;
+}
