@@ -213,7 +213,8 @@ static void emulate(struct mf_guard_call *c, uint32_t v)
     c->result = v;
 }
 
-#define REFUSE(c, ...) snprintf((c)->detail, MF_DETAIL_MAX, __VA_ARGS__)
+/* The reason an event gives for a refusal or an emulation. */
+#define DETAIL(c, ...) snprintf((c)->detail, MF_DETAIL_MAX, __VA_ARGS__)
 
 /* Is queue `q` free of a packet the FSP has not taken? Unknown queues (a fresh state) are
  * read from the device: HEAD != TAIL there is a packet someone queued before us. */
@@ -267,6 +268,7 @@ static void ememc(struct mf_guard_call *c, struct fsp *s, unsigned i)
     struct port *pt = &s->port[i];
     if (!c->is_write) {
         if (pt->diverged && pt->known) {
+            DETAIL(c, "refusal reply");
             emulate(c, pt->addr | (pt->aincw ? EMEMC_AINCW : 0) | (pt->aincr ? EMEMC_AINCR : 0));
             return;
         }
@@ -277,11 +279,11 @@ static void ememc(struct mf_guard_call *c, struct fsp *s, unsigned i)
         return;
     }
     if (c->value & ~EMEMC_KNOWN) {
-        REFUSE(c, "EMEMC(%u): unknown bits %#x", i, c->value & ~EMEMC_KNOWN);
+        DETAIL(c, "EMEMC(%u): unknown bits %#x", i, c->value & ~EMEMC_KNOWN);
         return;
     }
     if (i < c->spec->fsp.channels && !queue_idle(c, s, i)) {
-        REFUSE(c, "EMEMC(%u): queue in flight", i);
+        DETAIL(c, "EMEMC(%u): queue in flight", i);
         return;
     }
     pass_write(c);
@@ -314,12 +316,13 @@ static void ememd(struct mf_guard_call *c, struct fsp *s, unsigned i)
             emulate(c, (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
                            (uint32_t)b[3] << 24);
             pt->diverged = true;
+            DETAIL(c, "refusal reply");
             if (pt->aincr)
                 step(pt);
             return;
         }
         if (pt->diverged) {
-            REFUSE(c, "EMEMD(%u) read: port out of step", i);
+            DETAIL(c, "EMEMD(%u) read: port out of step", i);
             return;
         }
         pass_read(c);
@@ -328,11 +331,11 @@ static void ememd(struct mf_guard_call *c, struct fsp *s, unsigned i)
         return;
     }
     if (!pt->known || pt->diverged) {
-        REFUSE(c, "EMEMD(%u) write: address unknown", i);
+        DETAIL(c, "EMEMD(%u) write: address unknown", i);
         return;
     }
     if (in_flight_at(c, s, pt->addr)) {
-        REFUSE(c, "EMEMD(%u) write into a queued packet", i);
+        DETAIL(c, "EMEMD(%u) write into a queued packet", i);
         return;
     }
     pass_write(c);
@@ -385,7 +388,7 @@ static bool check_packet(struct mf_guard_call *c, struct fsp *s, struct chan *ch
     *reply = true;
     for (uint32_t a = head; a <= tail; a += 4)
         if (!dword_valid(s, a)) {
-            REFUSE(c, "doorbell: packet dword at %#x not written", a);
+            DETAIL(c, "doorbell: packet dword at %#x not written", a);
             ch->msg = MSG_NONE;
             return false;
         }
@@ -396,13 +399,13 @@ static bool check_packet(struct mf_guard_call *c, struct fsp *s, struct chan *ch
         uint32_t hdr = shadow_dword(s, head + 4);
         *type = (uint8_t)(hdr >> 24);
         if ((hdr & 0x7F) != MSG_TYPE_VENDOR_PCI || (hdr >> 8 & 0xFFFF) != MSG_VENDOR_NV) {
-            REFUSE(c, "doorbell: bad message header %#x", hdr);
+            DETAIL(c, "doorbell: bad message header %#x", hdr);
             *reply = true;
             ch->msg = MSG_NONE;
             return false;
         }
         if (denied(p, *type)) {
-            REFUSE(c, "nvdm %#04x refused", *type);
+            DETAIL(c, "nvdm %#04x refused", *type);
             ch->msg = eom ? MSG_NONE : MSG_REFUSING;
             ch->msg_type = *type;
             return false;
@@ -420,9 +423,9 @@ static bool check_packet(struct mf_guard_call *c, struct fsp *s, struct chan *ch
         return true;
     }
     if (ch->msg == MSG_REFUSING || ch->msg == MSG_OPEN)
-        REFUSE(c, "nvdm %#04x refused (continuation)", ch->msg_type);
+        DETAIL(c, "nvdm %#04x refused (continuation)", ch->msg_type);
     else
-        REFUSE(c, "doorbell: continuation of no message");
+        DETAIL(c, "doorbell: continuation of no message");
     ch->msg = eom ? MSG_NONE : MSG_REFUSING;
     return false;
 }
@@ -433,25 +436,25 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     struct chan *ch = &s->chan[q];
     uint32_t head = c->value;
     if (!queue_idle(c, s, q)) {
-        REFUSE(c, "doorbell %u: previous packet not taken", q);
+        DETAIL(c, "doorbell %u: previous packet not taken", q);
         return;
     }
     if (!ch->held) {
-        REFUSE(c, "doorbell %u: no packet queued", q);
+        DETAIL(c, "doorbell %u: no packet queued", q);
         return;
     }
     uint32_t tail = ch->held_tail;
     ch->held = false; /* whatever happens, this tail has been used */
     if (head % 4 || tail % 4 || tail > EMEM_LAST_DWORD || tail < head + 4 ||
         tail - head + 4 > p->max_packet) {
-        REFUSE(c, "doorbell: bad bounds %#x..%#x", head, tail + 4);
+        DETAIL(c, "doorbell: bad bounds %#x..%#x", head, tail + 4);
         return;
     }
     uint32_t mh, mt;
     if (!dev_rd(c, p->msgq + 8ull * q, &mh) || !dev_rd(c, p->msgq + 8ull * q + 4, &mt))
         return;
     if (mh != mt || ch->reply) {
-        REFUSE(c, "doorbell %u: a reply is still waiting", q);
+        DETAIL(c, "doorbell %u: a reply is still waiting", q);
         return;
     }
     uint8_t type;
@@ -494,12 +497,13 @@ static void queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool i
         return;
     }
     if (!queue_idle(c, s, q)) {
-        REFUSE(c, "QUEUE_TAIL(%u): packet in flight", q);
+        DETAIL(c, "QUEUE_TAIL(%u): packet in flight", q);
         return;
     }
     ch->held = true;
     ch->held_tail = c->value;
     emulate(c, 0); /* held: reaches the device just before a doorbell that passes */
+    DETAIL(c, "tail held until the doorbell");
 }
 
 /* ---- the message queue --------------------------------------------------------------- */
@@ -518,6 +522,7 @@ static void msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
         }
         return;
     }
+    DETAIL(c, "refusal reply");
     if (!c->is_write) {
         emulate(c, is_tail ? ch->mq_tail : ch->mq_head);
         return;
