@@ -7,6 +7,7 @@ guard follows NVIDIA's FSP mailbox and refuses firmware-update messages (docs/fs
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -49,8 +50,8 @@ def nvdm_type(v: object) -> int:
     """An NVDM type given as a number or one of the NVDM_TYPES names."""
     if isinstance(v, str) and v.lower() in NVDM_TYPES:
         return NVDM_TYPES[v.lower()]
-    if _is_int(v) and 0 <= v <= 0xFF:  # type: ignore[operator]
-        return int(v)  # type: ignore[call-overload]
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFF:
+        return v
     raise PolicyError(
         f"NVDM type {shown(v)} is neither 0..255 nor one of {', '.join(sorted(NVDM_TYPES))}"
     )
@@ -67,9 +68,7 @@ class FspGuard(Rule):
     msgq: int = field(default=GH100_MSGQ_HEAD0, kw_only=True)
     channels: int = field(default=FSP_CHANNELS, kw_only=True)
     max_packet: int = field(default=FSP_MAX_PACKET, kw_only=True)
-    deny_types: frozenset[int] = field(
-        default=frozenset({NVDM_FIRMWARE_UPDATE}), kw_only=True
-    )
+    deny_types: frozenset[int] = field(default=frozenset({NVDM_FIRMWARE_UPDATE}), kw_only=True)
 
     allowed_actions: ClassVar[tuple[str, ...]] = ("guard",)
     kind: ClassVar[str] = "fsp"
@@ -93,7 +92,9 @@ class FspGuard(Rule):
             if not _is_int(v) or v < 0 or v % 4:
                 raise PolicyError(f"{where}: {fname} must be a 4-aligned offset, not {shown(v)}")
         if not _is_int(channels) or not 1 <= channels <= _MAX_CHANNELS:
-            raise PolicyError(f"{where}: channels must be 1..{_MAX_CHANNELS}, not {shown(channels)}")
+            raise PolicyError(
+                f"{where}: channels must be 1..{_MAX_CHANNELS}, not {shown(channels)}"
+            )
         if isinstance(deny_types, (str, bytes)) or not isinstance(deny_types, Iterable):
             raise PolicyError(f"{where}: deny_types must be a list of NVDM types")
         try:
@@ -128,7 +129,7 @@ class FspGuard(Rule):
                 f"not {shown(self.max_packet)}"
             )
         blocks = sorted((b, b + 8 * self.channels) for b in self.registers_bases())
-        for (_, end), (start, _) in zip(blocks, blocks[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(blocks):
             if start < end:
                 raise PolicyError(f"{where}: the EMEM, queue and message-queue blocks overlap")
         if (self.start, self.end) != (blocks[0][0], blocks[-1][1]):

@@ -9,6 +9,7 @@ from typing import Any
 from ..backends import CallbackBackend
 from ..devices.regmap import RegisterMap
 from ..filter import BarFilter
+from ..guards import FspGuard
 from ..results import Outcome
 from ..rules import Policy
 from .base import CliError, bar_arg, human_size, register, size_arg
@@ -47,9 +48,18 @@ def _usable_in_trapped(f: BarFilter, regmap: RegisterMap | None) -> list[dict[st
     if regmap is None:
         return []
     direct = f.layout.direct
+    # A guard's registers are decided by protocol state, not by a probe: they are restricted.
+    guarded = [
+        rng
+        for g in f.policy.for_bar(f.bar)
+        if isinstance(g, FspGuard)
+        for rng in g.register_ranges()
+    ]
     out = []
     for r in regmap.regions:
         if r.kind != "register" or r.bar != f.bar or r.end > f.size:
+            continue
+        if any(lo < r.end and r.offset < hi for lo, hi in guarded):
             continue
         if any(off <= r.offset and r.end <= off + length for off, length in direct):
             continue

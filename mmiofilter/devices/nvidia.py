@@ -12,8 +12,10 @@ What each option protects (the register facts and their sources are in maps/*.to
 - `firmware_update = "deny"`: the flash path is write-blocked (GV100: the VBIOS ROM window and
   the SPI controller). On GH100 a firmware update is a message through the FSP mailbox, which
   the guest driver must keep using (it sends a COT message on every boot), so no byte range can
-  be blocked: until the message-aware FSP guard exists, the mailbox is trapped and audited, and
-  the profile says so in a warning.
+  be blocked: the FSP guard (docs/fsp-guard.md) owns the mailbox registers and refuses the
+  doorbell of FIRMWARE_UPDATE messages; the rest of the FSP range is audited.
+- `fsp_deny_types` (GH100): more NVDM types the FSP guard refuses, names or numbers
+  (`["inforom", 0x18]`); with `firmware_update = "allow"` and no extra type there is no guard.
 - `config_mirror`: the BAR0 mirror of PCI config space (writes through it bypass the VMM's
   config-space virtualization) is denied, read-only, or left alone.
 """
@@ -23,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 
+from ..errors import PolicyError, shown
+from ..guards import NVDM_FIRMWARE_UPDATE, FspGuard, nvdm_type
 from ..rules import Rule
 from .devinfo import find_units
 from .profile import Device, Option, Profile, Resolved
@@ -30,10 +34,38 @@ from .regmap import Region, RegisterMap, load_map
 
 #: Unit rules outrank the mask rules inside the same unit (DESIGN §2: higher priority wins).
 UNIT_PRIORITY = 1
+#: The FSP guard outranks the audit rule over the whole FSP range it sits in.
+GUARD_PRIORITY = 1
 
 NVLINK = Option("nvlink", ("isolate", "allow"), "isolate", "keep NVLink isolation in place")
 FIRMWARE = Option(
     "firmware_update", ("deny", "allow"), "deny", "block the firmware-update (flash) path"
+)
+
+
+def parse_nvdm_types(value: object) -> str:
+    """`fsp_deny_types`: a list (or comma-separated string) of NVDM type names or numbers, as
+    a canonical comma-separated string of hex numbers."""
+    items: list[object]
+    if isinstance(value, str):
+        words = [v.strip() for v in value.split(",") if v.strip()]
+        try:
+            items = [int(v, 0) if v[:1].isdigit() else v for v in words]
+        except ValueError:
+            raise PolicyError(f"{value!r} is not a list of NVDM types") from None
+    elif isinstance(value, list):
+        items = list(value)
+    else:
+        raise PolicyError(f"expected a list of NVDM types, not {shown(value)}")
+    return ",".join(f"{t:#04x}" for t in sorted({nvdm_type(v) for v in items}))
+
+
+FSP_DENY = Option(
+    "fsp_deny_types",
+    (),
+    "",
+    "more NVDM message types the FSP guard refuses (names or numbers)",
+    parse=parse_nvdm_types,
 )
 CONFIG_MIRROR = Option(
     "config_mirror",
@@ -161,12 +193,32 @@ class Gv100Profile(NvidiaProfile):
 
 class Gh100Profile(NvidiaProfile):
     name = "nvidia-gh100"
-    title = "NVIDIA H100 (GH100): NVLink units, FSP mailbox (audited), config mirror"
+    title = "NVIDIA H100 (GH100): NVLink units, FSP mailbox guard, config mirror"
     family = "gh100"
-    options = (NVLINK, FIRMWARE, CONFIG_MIRROR)
+    options = (NVLINK, FIRMWARE, FSP_DENY, CONFIG_MIRROR)
+    #: The FSP range is audited; the guard inside it decides the mailbox.
     firmware_action = "audit"
-    firmware_warning = (
-        "firmware_update = 'deny' on GH100: a firmware update is an FSP mailbox message, and "
-        "the guest needs the mailbox to boot; the mailbox is trapped and audited, but refusing "
-        "FIRMWARE_UPDATE messages needs the FSP guard, which this version does not have"
-    )
+
+    def guard(self, choices: Mapping[str, str]) -> list[Rule]:
+        """The FSP guard on the map's mailbox registers, refusing the denied NVDM types."""
+        denied = {int(t, 16) for t in choices["fsp_deny_types"].split(",") if t}
+        if choices["firmware_update"] == "deny":
+            denied.add(NVDM_FIRMWARE_UPDATE)
+        if not denied:
+            return []
+        m = self.map
+        return [
+            FspGuard.at(
+                "NV_PFSP_MAILBOX_GUARD",
+                emem=m.find("NV_PFSP_EMEM").offset,
+                queue=m.find("NV_PFSP_QUEUE").offset,
+                msgq=m.find("NV_PFSP_MSGQ").offset,
+                deny_types=sorted(denied),
+                priority=GUARD_PRIORITY,
+            )
+        ]
+
+    def resolve(self, choices: Mapping[str, str], device: Device | None) -> Resolved:
+        resolved = super().resolve(choices, device)
+        resolved.rules.extend(self.guard(choices))
+        return resolved

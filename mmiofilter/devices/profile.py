@@ -26,6 +26,9 @@ class Option:
     choices: tuple[str, ...]
     default: str
     help: str
+    #: For an option that is not one of fixed choices: turns the admin's value into its
+    #: canonical string, or raises PolicyError saying what is wrong.
+    parse: Callable[[object], str] | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,23 @@ class Profile:
                     f"{where}: profile {self.name!r} has no option {key!r} "
                     f"(options: {', '.join(known) or 'none'})"
                 )
-            if value not in known[key].choices:
+            parse = known[key].parse
+            if parse is not None:
+                try:
+                    parse(value)
+                except PolicyError as e:
+                    raise PolicyError(f"{where}: option {key!r}: {e}") from None
+            elif value not in known[key].choices:
                 raise PolicyError(
                     f"{where}: option {key!r} = {shown(value)} is not one of "
                     f"{', '.join(known[key].choices)}"
                 )
-        return {o.name: str(given.get(o.name, o.default)) for o in self.options}
+        return {
+            o.name: o.parse(given[o.name])
+            if o.parse and o.name in given
+            else str(given.get(o.name, o.default))
+            for o in self.options
+        }
 
     def resolve(self, choices: Mapping[str, str], device: Device | None) -> Resolved:
         raise NotImplementedError

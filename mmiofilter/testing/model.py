@@ -273,6 +273,9 @@ class ModelFilter:
         """Swap the policy. A rejected policy leaves the old one in force."""
         policy.check_bar(self.bar, self.size)
         rules = policy.for_bar(self.bar)
+        if any(r.action == "guard" for r in rules):
+            # a guard decides from protocol state: mmiofilter.testing.fsp_model models it
+            raise NotImplementedError("ModelFilter models rules, not guards (see fsp_model)")
         # Counts follow the rule's name; names gone from the policy are dropped.
         self._counters = {r.name: self._counters.get(r.name, 0) for r in rules}
         self._policy = policy
