@@ -272,7 +272,8 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
                     struct mf_result *res)
 {
     const char *why = NULL;
-    char detail[MF_DETAIL_MAX] = "";
+    char detail[MF_DETAIL_MAX];
+    detail[0] = '\0'; /* only guards write it: no need to clear all of it per access */
     int rc;
     size_t run = mf_find_run(t, acc->offset);
     bool uniform = acc->offset + acc->width <= mf_run_end(t, run);

@@ -8,6 +8,7 @@
  * take the same lock. A guard with no predecessor cannot know what the old table let through,
  * so it refuses writes until the old table has drained (mf_guards_arm).
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +27,11 @@ struct mf_guard_state *mf_guard_state_new(const struct mf_guard_class *cls,
     if (!s)
         return NULL;
     s->impl = cls->state_new(spec);
-    if (!s->impl || pthread_mutex_init(&s->lock, NULL)) {
-        if (s->impl)
-            cls->state_free(s->impl);
+    if (!s->impl) {
         free(s);
         return NULL;
     }
+    atomic_flag_clear(&s->lock);
     s->cls = cls;
     atomic_init(&s->refs, 1);
     atomic_init(&s->armed, false);
@@ -43,7 +43,6 @@ void mf_guard_state_put(struct mf_guard_state *s)
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     s->cls->state_free(s->impl);
-    pthread_mutex_destroy(&s->lock);
     free(s);
 }
 
@@ -71,6 +70,18 @@ void mf_guards_arm(struct mf_table *t)
         atomic_store(&t->guards[i].state->armed, true);
 }
 
+static void lock(struct mf_guard_state *s)
+{
+    for (unsigned spins = 0; atomic_flag_test_and_set_explicit(&s->lock, memory_order_acquire);)
+        if (++spins % 64 == 0)
+            sched_yield(); /* the holder may be in a slow backend (a callback, pread) */
+}
+
+static void unlock(struct mf_guard_state *s)
+{
+    atomic_flag_clear_explicit(&s->lock, memory_order_release);
+}
+
 int mf_guard_access(struct mf_filter *f, struct mf_table *t, const struct mf_guard *g,
                     const struct mf_access *acc, struct mf_result *res, char *detail)
 {
@@ -91,20 +102,24 @@ int mf_guard_access(struct mf_filter *f, struct mf_table *t, const struct mf_gua
         snprintf(detail, MF_DETAIL_MAX, "arming: policy swap in progress");
         return MF_OK;
     }
-    struct mf_guard_call call = {
-        .dev = &f->backend,
-        .spec = &g->spec,
-        .state = s->impl,
-        .offset = acc->offset,
-        .value = (uint32_t)acc->value,
-        .is_write = acc->is_write,
-        .outcome = MF_BLOCKED,
-    };
-    pthread_mutex_lock(&s->lock);
+    struct mf_guard_call call;
+    call.dev = &f->backend;
+    call.spec = &g->spec;
+    call.state = s->impl;
+    call.offset = acc->offset;
+    call.value = (uint32_t)acc->value;
+    call.is_write = acc->is_write;
+    call.outcome = MF_BLOCKED;
+    call.result = 0;
+    call.device_error = false;
+    call.detail[0] = '\0'; /* set only on a refusal or an emulation */
+    lock(s);
     g->cls->access(&call);
-    pthread_mutex_unlock(&s->lock);
-    memcpy(detail, call.detail, MF_DETAIL_MAX);
-    detail[MF_DETAIL_MAX - 1] = '\0';
+    unlock(s);
+    if (call.detail[0]) {
+        call.detail[MF_DETAIL_MAX - 1] = '\0';
+        memcpy(detail, call.detail, strlen(call.detail) + 1);
+    }
     res->outcome = call.outcome;
     if (call.outcome == MF_BLOCKED)
         res->value = acc->is_write ? 0 : bytefill;

@@ -55,7 +55,9 @@ extern const struct mf_guard_class mf_guard_fsp;
 
 /* The state one or more tables share: reference-counted, one lock for all its accesses. */
 struct mf_guard_state {
-    pthread_mutex_t lock;
+    /* A spin-then-yield lock: the sections are a few dozen instructions and a device access,
+     * and an uncontended pthread mutex alone cost as much as a plain trapped access here. */
+    atomic_flag lock;
     _Atomic unsigned refs;
     _Atomic bool armed; /* writes are refused until the table that made it is the only one */
     const struct mf_guard_class *cls;

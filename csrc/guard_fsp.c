@@ -252,9 +252,9 @@ static bool queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
 static bool in_flight_at(struct mf_guard_call *c, struct fsp *s, uint32_t addr)
 {
     for (unsigned q = 0; q < c->spec->fsp.channels; q++) {
-        if (queue_idle(c, s, q))
-            continue;
         struct chan *ch = &s->chan[q];
+        if (ch->flight == FL_IDLE || queue_idle(c, s, q)) /* the common case, inline */
+            continue;
         if (ch->whole || (addr >= ch->head && addr <= ch->tail))
             return true;
     }
@@ -531,7 +531,9 @@ static void msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
         ch->mq_tail = c->value;
     else
         ch->mq_head = c->value;
-    if (ch->mq_head == ch->mq_tail) {
+    /* the driver writes TAIL = HEAD, then HEAD: the head write ends the reply, so that it
+     * does not reach the device's MSGQ */
+    if (!is_tail && ch->mq_head == ch->mq_tail) {
         ch->reply = false;
         memset(s->valid, 0, sizeof s->valid);
     }

@@ -14,6 +14,16 @@
     priority = 0           # optional, default 0
     bar = 0                # optional, default 0
 
+    [[guard]]              # a stateful guard (docs/fsp-guard.md)
+    name = "fsp"
+    kind = "fsp"           # the FSP mailbox guard; the only kind so far
+    deny_types = [0x12, "inforom"]   # optional, default [0x12] (FIRMWARE_UPDATE)
+    emem = 0x8F2AC0        # optional register blocks, default GH100's; queue, msgq likewise
+    channels = 8           # optional, default 8
+    max_packet = 1024      # optional, default 1024
+    priority = 1           # optional, default 0
+    bar = 0                # optional, default 0
+
 Unknown keys are errors: a misspelt `acton = "deny"` must not silently become no rule.
 """
 
@@ -25,9 +35,23 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PolicyError, shown
+from .guards import FspGuard
 from .rules import Policy, Rule
 
-TOP_KEYS = {"fill", "partial", "unaligned", "rule"}
+TOP_KEYS = {"fill", "partial", "unaligned", "rule", "guard"}
+GUARD_KEYS = {
+    "name",
+    "kind",
+    "deny_types",
+    "emem",
+    "queue",
+    "msgq",
+    "channels",
+    "max_packet",
+    "priority",
+    "bar",
+}
+GUARD_KINDS = ("fsp",)
 RULE_KEYS = {"name", "start", "size", "action", "value", "mask", "priority", "bar"}
 RULE_REQUIRED = ("name", "start", "size", "action")
 
@@ -79,6 +103,38 @@ def parse_rule(entry: object, index: int, where: str) -> Rule:
         raise PolicyError(f"{where}: {e}") from None
 
 
+def parse_guard(entry: object, index: int, where: str) -> FspGuard:
+    """One `[[guard]]` table, checked like a rule."""
+    label = f"{where}: guard #{index}"
+    if not isinstance(entry, dict):
+        raise PolicyError(f"{label}: must be a table")
+    if isinstance(entry.get("name"), str):
+        label += f" ({entry['name']!r})"
+    unknown = sorted(set(entry) - GUARD_KEYS)
+    if unknown:
+        raise PolicyError(f"{label}: unknown field(s) {', '.join(unknown)}")
+    for key in ("name", "kind"):
+        if not isinstance(entry.get(key), str):
+            raise PolicyError(f"{label}: field '{key}' must be a string")
+    if entry["kind"] not in GUARD_KINDS:
+        raise PolicyError(
+            f"{label}: kind {shown(entry['kind'])} is not one of {', '.join(GUARD_KINDS)}"
+        )
+    for key, v in entry.items():
+        if key in ("name", "kind", "deny_types"):
+            continue
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise PolicyError(f"{label}: field '{key}' must be an integer, not {shown(v)}")
+    deny = entry.get("deny_types", [0x12])
+    if not isinstance(deny, list):
+        raise PolicyError(f"{label}: deny_types must be a list, not {shown(deny)}")
+    args = {k: v for k, v in entry.items() if k not in ("name", "kind", "deny_types")}
+    try:
+        return FspGuard.at(entry["name"], deny_types=deny, **args)
+    except PolicyError as e:
+        raise PolicyError(f"{where}: {e}") from None
+
+
 def read_document(source: object) -> tuple[dict[str, Any], str]:
     """The parsed TOML of a policy source, and a name for it in messages."""
     text, where = _read_source(source)
@@ -108,7 +164,11 @@ def policy_from_document(
     entries = doc.get("rule", [])
     if not isinstance(entries, list):
         raise PolicyError(f"{where}: 'rule' must be an array of tables ([[rule]])")
-    rules = [parse_rule(e, i, where) for i, e in enumerate(entries)]
+    rules: list[Rule] = [parse_rule(e, i, where) for i, e in enumerate(entries)]
+    guards = doc.get("guard", [])
+    if not isinstance(guards, list):
+        raise PolicyError(f"{where}: 'guard' must be an array of tables ([[guard]])")
+    rules += [parse_guard(e, i, where) for i, e in enumerate(guards)]
     options = {k: doc[k] for k in ("fill", "partial", "unaligned") if k in doc}
     try:
         return Policy(rules, **options)

@@ -14,6 +14,8 @@ same machine at the same moment:
   a *control* runs the 10,000-rule table with accesses confined to 10 of its pages.
 - **read**: `BarFilter.read` on an allowed register in a trapped page, from Python.
 - **model**: the pure-Python reference model doing the same read (fewer iterations).
+- **guard**: the FSP guard on mailbox accesses that are not a doorbell, beside a plain trapped
+  rule on the same registers and no rules at all (`guard`).
 - **compile**: a 64 GiB BAR with 1,000 and 10,000 rules, compiled by the C core alone and by
   `BarFilter(...)` (which adds the Python rule conversion and the layout queries).
 

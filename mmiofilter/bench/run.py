@@ -8,6 +8,7 @@ from typing import Any
 
 from .cbatch import measure_batches
 from .compile_cost import measure_compile
+from .guard import measure_guard
 from .kvm import measure_kvm
 from .machine import machine_info
 from .params import FULL, Params
@@ -22,6 +23,7 @@ TARGET_READ_NS = 1500.0
 TARGET_COMPILE_MS = 10.0
 TARGET_FOOTPRINT = 256 * KiB
 TARGET_KVM_OVER_FLOOR = 1.05  # the filter adds under 5% to the exit it cannot avoid
+TARGET_GUARD_OVER_PLAIN = 2.0  # the FSP guard on a non-doorbell access vs a plain trapped one
 
 
 def _target(value: float | None, limit: float, shown: str) -> dict[str, Any]:
@@ -45,6 +47,7 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
         ),
         "trapped_c_over_qemu": _target(r.get("trapped_c_over_qemu"), 1.0, "1x QEMU"),
         "direct_exits": _target(r.get("direct_exits"), 0, "0 exits"),
+        "guard_over_plain": _target(r["guard_over_plain"], TARGET_GUARD_OVER_PLAIN, "2x plain"),
     }
 
 
@@ -58,6 +61,7 @@ def run(p: Params, progress: Callable[[str], None]) -> dict[str, Any]:
     r.update(measure_batches(p, w10, w10k, progress))
     r.update(measure_python(p, w10, w10k, progress))
     r.update(measure_compile(p, progress))
+    r.update(measure_guard(p, progress))
     r.update(measure_kvm(p.kvm_reads, p.kvm_repeats, progress))
     r["targets"] = targets(r)
     r["params"] = {
