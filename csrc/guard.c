@@ -6,7 +6,7 @@
  * guest could rewrite that packet through the new table. So the new table adopts the old
  * table's state when its guard sits on the same registers, and accesses under either table
  * take the same lock. A guard with no predecessor cannot know what the old table let through,
- * so it refuses writes until the old table has drained (mf_guards_arm).
+ * so it refuses every access until the old table has drained (mf_guards_arm).
  */
 #include <sched.h>
 #include <stdio.h>
@@ -98,7 +98,9 @@ int mf_guard_access(struct mf_filter *f, struct mf_table *t, const struct mf_gua
         return MF_OK;
     }
     struct mf_guard_state *s = g->state;
-    if (acc->is_write && !atomic_load(&s->armed)) {
+    /* Reads too: a read settles state (a queue seen idle), which the old table may still be
+     * changing behind this state's back. */
+    if (!atomic_load(&s->armed)) {
         snprintf(detail, MF_DETAIL_MAX, "arming: policy swap in progress");
         return MF_OK;
     }

@@ -388,7 +388,7 @@ static bool check_packet(struct mf_guard_call *c, struct fsp *s, struct chan *ch
     *reply = true;
     for (uint32_t a = head; a <= tail; a += 4)
         if (!dword_valid(s, a)) {
-            DETAIL(c, "doorbell: packet dword at %#x not written", a);
+            DETAIL(c, "packet dword %#x not written", a);
             ch->msg = MSG_NONE;
             return false;
         }
@@ -445,9 +445,10 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     }
     uint32_t tail = ch->held_tail;
     ch->held = false; /* whatever happens, this tail has been used */
-    if (head % 4 || tail % 4 || tail > EMEM_LAST_DWORD || tail < head + 4 ||
+    /* head <= tail is checked before any subtraction: both are the guest's 32-bit values */
+    if (head % 4 || tail % 4 || tail > EMEM_LAST_DWORD || head > tail || tail - head < 4 ||
         tail - head + 4 > p->max_packet) {
-        DETAIL(c, "doorbell: bad bounds %#x..%#x", head, tail + 4);
+        DETAIL(c, "bad packet bounds %#x..%#x", head, tail + 4);
         return;
     }
     uint32_t mh, mt;

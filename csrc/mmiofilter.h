@@ -86,7 +86,7 @@ enum mf_unaligned_mode { MF_UNALIGNED_ALLOW = 0, MF_UNALIGNED_DENY = 1 };
  * exactly one register (width 4, aligned) is refused. The guard's state lives with the compiled
  * table; mf_filter_update() hands it to the next table when that table has a guard of the same
  * kind on the same registers (its parameters may differ), so a policy swap neither forgets a
- * message in flight nor lets two states disagree. A guard new to a filter refuses every write
+ * message in flight nor lets two states disagree. A guard new to a filter refuses every access
  * until the swap that introduced it has drained the old table.
  *
  * The rule's start and size must be the span of the guard's registers (lowest register to the

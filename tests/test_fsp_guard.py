@@ -193,7 +193,7 @@ def test_malformed_doorbells_are_refused() -> None:
     details = [e.detail for e in f.drain_events() if e.outcome is mf.Outcome.BLOCKED]
     assert sum("no packet" in d for d in details) == 1
     assert sum("bad message header" in d for d in details) == 2
-    assert sum("bad bounds" in d for d in details) == 4
+    assert sum("bad packet bounds" in d for d in details) == 4
     assert sum("continuation of no message" in d for d in details) == 1
     assert not any("reply" in d for d in details)
     assert FspDriver(f).transact(COT, b"fine").error_code == ERR_OK

@@ -153,14 +153,16 @@ def test_hostile_device_info_table_refuses_to_attach(words: dict[int, int]) -> N
             attach(load_policy_file(GV100_POLICY), mf.MemoryBackend(bar.buf), bar.size)
 
 
-def test_gh100_config_mirror_and_fsp_audit() -> None:
+def test_gh100_config_mirror_and_fsp_guard() -> None:
     with simulated_bar0("gh100", [(IOCTRL, 0x100000)]) as bar:
         pf = load_policy_file('profile = "nvidia-gh100"\n')
         f, resolved = attach(pf, mf.MemoryBackend(bar.buf), bar.size, ring_capacity=64)
-        assert any("FSP guard" in w for w in resolved.warnings)
+        assert not any("FSP" in w for w in resolved.warnings)
         assert f.read(0x92000, 4) == 0xFFFFFFFF
-        assert f.write(0x8F2C00, 4, 0) is mf.Outcome.PASS  # audited, not refused: see warning
+        assert f.read(0x8F0000, 4) == 0  # the FSP range outside the mailbox: audited
+        assert f.write(0x8F2C00, 4, 0) is mf.Outcome.BLOCKED  # a doorbell with no packet
         events = f.drain_events()
-        assert [e.rule for e in events] == ["NV_EP_PCFGM", "NV_PFSP"]
+        assert [e.rule for e in events] == ["NV_EP_PCFGM", "NV_PFSP", "NV_PFSP_MAILBOX_GUARD"]
+        assert "no packet" in events[-1].detail
         assert any(r.name.startswith("ioctrl@") for r in f.policy.rules)
         del f  # the filter holds the mapping; it goes before the memfd does
