@@ -19,6 +19,7 @@
  * chunks. Either way no byte that does not pass reaches the device.
  */
 #include "backend.h"
+#include "chunk.h"
 #include "guard.h"
 #include "internal.h"
 
@@ -98,9 +99,7 @@ static int split_access(const struct mf_backend *b, uint64_t off, unsigned width
             e++;
         uint64_t p = off + k, end = off + e;
         while (p < end) {
-            unsigned w = 8;
-            while (w > 1 && (p % w || p + w > end))
-                w >>= 1;
+            unsigned w = mf_chunk_width(p, end);
             unsigned shift = 8 * (unsigned)(p - off);
             uint64_t lane = w == 8 ? ~0ull : ((1ull << (8 * w)) - 1);
             if (is_write) {

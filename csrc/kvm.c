@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chunk.h"
 #include "mmiofilter_kvm.h"
 
 int mf_kvm_open(void)
@@ -135,9 +136,7 @@ static int filter_mmio(const struct mf_kvm_window *w, struct kvm_run *run)
     uint64_t data = run->mmio.is_write ? load_le(run->mmio.data, len) : 0;
     bool whole = len == 1 || len == 2 || len == 4 || len == 8; /* the guest's own width */
     for (unsigned k = 0; k < len;) {
-        unsigned cw = whole ? len : 8;
-        while (!whole && cw > 1 && ((off + k) % cw || k + cw > len))
-            cw >>= 1;
+        unsigned cw = whole ? len : mf_chunk_width(off + k, off + len);
         uint64_t lane = cw == 8 ? ~0ull : (1ull << (8 * cw)) - 1;
         struct mf_result res;
         int rc = mf_access_scalar(w->filter, off + k, cw, run->mmio.is_write,

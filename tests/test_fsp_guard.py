@@ -186,14 +186,16 @@ def test_malformed_doorbells_are_refused() -> None:
     for packet in sends:
         send_raw(f, packet)
         consume_reply(f)
-    for tail in (0, 0xFFFC, 2):  # one dword; past the channel; misaligned
+    # one dword; past the channel; misaligned; a head past the tail (once wrapped to a
+    # "small" packet whose check read past the shadow)
+    for head, tail in ((0, 0), (0, 0xFFFC), (0, 2), (0xFFFFFFFC, 8), (0x10000, 0x10008)):
         f.write(QTAIL, 4, tail)
-        assert f.write(QHEAD, 4, 0) is mf.Outcome.BLOCKED
+        assert f.write(QHEAD, 4, head) is mf.Outcome.BLOCKED
     assert fsp.packets == []
     details = [e.detail for e in f.drain_events() if e.outcome is mf.Outcome.BLOCKED]
     assert sum("no packet" in d for d in details) == 1
     assert sum("bad message header" in d for d in details) == 2
-    assert sum("bad packet bounds" in d for d in details) == 4
+    assert sum("bad packet bounds" in d for d in details) == 6
     assert sum("continuation of no message" in d for d in details) == 1
     assert not any("reply" in d for d in details)
     assert FspDriver(f).transact(COT, b"fine").error_code == ERR_OK

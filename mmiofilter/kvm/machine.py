@@ -89,7 +89,8 @@ class BarWindow:
     def remap(self) -> None:
         """Make the memory slots match the filter's current layout."""
         for slot in self.slots:
-            self.machine._set_memory(slot, 0, 0, 0)
+            self.machine._set_memory(slot, 0, 0, 0)  # size 0 deletes the slot
+            self.machine._free_slots.append(slot)
         self.slots = []
         if self.filter is None:
             return
@@ -202,6 +203,9 @@ class Machine:
             raise KvmUnavailable(f"KVM_CREATE_VM: {os.strerror(-vm)}")
         self._vm = vm
         self._slot_ids = 0
+        # KVM has a few hundred slot ids (KVM_CAP_NR_MEMSLOTS): a policy swap that changes the
+        # layout deletes the window's slots, and their ids must be used again
+        self._free_slots: list[int] = []
         self.windows: list[BarWindow] = []
         self._vcpus: list[_Vcpu] = []
         self._c_cache: tuple[Any, int] | None = None
@@ -219,6 +223,8 @@ class Machine:
     # ---- memory ---------------------------------------------------------------------------
 
     def _new_slot(self) -> int:
+        if self._free_slots:
+            return self._free_slots.pop()
         self._slot_ids += 1
         return self._slot_ids - 1
 
