@@ -177,7 +177,7 @@ def test_two_vcpus_never_see_a_torn_decision(bar: mmap.mmap) -> None:
                     m.update_policy(window, policy(k))
                     swaps += 1
                     k = k % 250 + 1
-            except BaseException as e:  # noqa: BLE001 - reported by the test below
+            except BaseException as e:  # reported by the test below
                 failures.append(e)
 
         t = threading.Thread(target=swapper)
