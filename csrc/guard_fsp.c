@@ -68,6 +68,7 @@ struct chan {
     bool held;
     uint32_t held_tail;
     uint8_t msg, msg_type, next_seq;
+    uint32_t last_head; /* the channel of the last packet passed: where the FSP replies */
     bool reply; /* an emulated refusal is waiting in MSGQ */
     uint32_t reply_at, mq_head, mq_tail;
     uint8_t reply_bytes[REPLY_BYTES];
@@ -173,6 +174,15 @@ static bool dword_valid(const struct fsp *s, uint32_t addr)
 {
     uint32_t d = addr / 4;
     return s->valid[d / 64] >> (d % 64) & 1;
+}
+
+/* Forget what the guest wrote into EMEM [start, start + len): the FSP may write there. */
+static void invalidate(struct fsp *s, uint64_t start, uint64_t len)
+{
+    for (uint64_t a = start & ~3ull; a < start + len && a < MF_FSP_EMEM_BYTES; a += 4) {
+        uint64_t d = a / 4;
+        s->valid[d / 64] &= ~(1ull << (d % 64));
+    }
 }
 
 static uint32_t shadow_dword(const struct fsp *s, uint32_t addr)
@@ -476,8 +486,10 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     ch->whole = false;
     ch->head = head;
     ch->tail = tail;
-    /* From here the FSP may write EMEM (its reply): the shadow no longer says what is there. */
-    memset(s->valid, 0, sizeof s->valid);
+    ch->last_head = head;
+    /* From here the FSP may write its reply into this channel: the shadow no longer says what
+     * is there. */
+    invalidate(s, head, p->max_packet);
 }
 
 static void queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail)
@@ -515,9 +527,11 @@ static void msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
     if (!ch->reply) {
         if (c->is_write) {
             pass_write(c);
-            /* a consumed reply: the FSP may have written EMEM since we shadowed it */
-            if (!is_tail)
-                memset(s->valid, 0, sizeof s->valid);
+            /* a consumed reply: the FSP may have written its channel since we shadowed it */
+            if (!is_tail && c->outcome == MF_PASS) {
+                invalidate(s, ch->last_head, c->spec->fsp.max_packet);
+                invalidate(s, c->value, c->spec->fsp.max_packet);
+            }
         } else {
             pass_read(c);
         }
@@ -534,10 +548,8 @@ static void msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
         ch->mq_head = c->value;
     /* the driver writes TAIL = HEAD, then HEAD: the head write ends the reply, so that it
      * does not reach the device's MSGQ */
-    if (!is_tail && ch->mq_head == ch->mq_tail) {
-        ch->reply = false;
-        memset(s->valid, 0, sizeof s->valid);
-    }
+    if (!is_tail && ch->mq_head == ch->mq_tail)
+        ch->reply = false; /* it lived in the guard only: EMEM is as the shadow says */
     emulate(c, 0);
 }
 
