@@ -75,6 +75,23 @@ def bar_arg(text: str) -> int:
 _BINARY_UNITS = ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"))
 
 
+def add_bar_arguments(
+    p: argparse.ArgumentParser, *, bar_size_default: str, page_size_default: str
+) -> None:
+    """--bar-size, --bar and --page-size, as every command about one BAR takes them; the
+    defaults differ per command and are said in the help."""
+    p.add_argument(
+        "--bar-size", type=size_arg, default=None, metavar="N",
+        help=f"BAR size: decimal, hex (0x1000) or with a unit (64K, 16M, 64G); default: "
+        f"{bar_size_default}",
+    )  # fmt: skip
+    p.add_argument("--bar", type=bar_arg, default=0, help="BAR index 0..5 (default 0)")
+    p.add_argument(
+        "--page-size", type=size_arg, default=None, metavar="P",
+        help=f"page size (4K, 16K, 64K, ...); default: {page_size_default}",
+    )  # fmt: skip
+
+
 def human_size(n: int) -> str:
     """Exact in the largest unit that divides n (`4 KiB`, `56 KiB`, `4,092 B`), with an
     approximation in a larger unit when that helps (`67,108,800 KiB (~64.0 GiB)`)."""

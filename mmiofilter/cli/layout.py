@@ -12,7 +12,7 @@ from ..filter import BarFilter
 from ..guards import FspGuard
 from ..results import Outcome
 from ..rules import Policy
-from .base import CliError, bar_arg, human_size, register, size_arg
+from .base import CliError, add_bar_arguments, human_size, register
 from .source import add_source_argument, load_source
 
 #: The page sizes an admin meets: x86 and most ARM hosts, ARM 16K, POWER and ARM 64K.
@@ -21,16 +21,11 @@ PAGE_SIZES = (4096, 16384, 65536)
 
 def _configure(p: argparse.ArgumentParser) -> None:
     add_source_argument(p)
-    p.add_argument(
-        "--bar-size", type=size_arg, default=None, metavar="N",
-        help="BAR size: decimal, hex (0x1000) or with a unit (64K, 16M, 64G); "
-        "default: the profile's register map",
-    )  # fmt: skip
-    p.add_argument(
-        "--page-size", type=size_arg, default=None, metavar="P",
-        help="page size (4K, 16K, 64K, ...); default: each of 4K, 16K and 64K",
-    )  # fmt: skip
-    p.add_argument("--bar", type=bar_arg, default=0, help="BAR index 0..5 (default 0)")
+    add_bar_arguments(
+        p,
+        bar_size_default="the profile's register map",
+        page_size_default="each of 4K, 16K and 64K",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

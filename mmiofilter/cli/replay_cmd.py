@@ -11,7 +11,7 @@ from ..replay.engine import replay
 from ..replay.items import U64_MAX
 from ..replay.source import FORMATS, open_trace
 from ..rules import Policy
-from .base import bar_arg, register, size_arg
+from .base import add_bar_arguments, register
 
 HELP = "replay a driver's MMIO trace through a policy: what each rule would have done"
 
@@ -41,16 +41,11 @@ def configure_replay(p: argparse.ArgumentParser) -> None:
         help="Linux mmiotrace log, or QEMU output with -trace 'vfio_region_*' (x-no-mmap=on "
         "makes every access of the BAR trap, and so appear in the trace)",
     )  # fmt: skip
-    p.add_argument(
-        "--bar-size", type=size_arg, default=None, metavar="N",
-        help="BAR size: 0x1000000, 16M, ... (default: what the trace says: PCIDEV, MAP or "
-        "vfio_region_setup lines)",
-    )  # fmt: skip
-    p.add_argument("--bar", type=bar_arg, default=0, help="BAR index 0..5 (default 0)")
-    p.add_argument(
-        "--page-size", type=size_arg, default=None, metavar="P",
-        help="page size 4K, 16K, 64K, ...: decides which accesses trap (default: this host's)",
-    )  # fmt: skip
+    add_bar_arguments(
+        p,
+        bar_size_default="what the trace says (PCIDEV, MAP or vfio_region_setup lines)",
+        page_size_default="this host's; it decides which accesses trap",
+    )
     p.add_argument(
         "--format", choices=("auto", *FORMATS), default="auto",
         help="trace format (default: detected from the file)",
