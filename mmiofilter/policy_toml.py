@@ -77,26 +77,42 @@ def _read_source(source: object) -> tuple[str, str]:
     raise PolicyError(f"policy source must be TOML text or a path, not {type(source).__name__}")
 
 
-def parse_rule(entry: object, index: int, where: str) -> Rule:
-    """One `[[rule]]` table; errors name the rule (by name when it has one) and the field."""
-    label = f"{where}: rule #{index}"
+def _entry(
+    entry: object, what: str, index: int, where: str, keys: set[str]
+) -> tuple[dict[str, Any], str]:
+    """Check that a `[[rule]]` or `[[guard]]` entry is a table with known keys only; return it
+    and the label its errors start with (by name when it has one)."""
+    label = f"{where}: {what} #{index}"
     if not isinstance(entry, dict):
         raise PolicyError(f"{label}: must be a table")
     if isinstance(entry.get("name"), str):
         label += f" ({entry['name']!r})"
-    unknown = sorted(set(entry) - RULE_KEYS)
+    unknown = sorted(set(entry) - keys)
     if unknown:
         raise PolicyError(f"{label}: unknown field(s) {', '.join(unknown)}")
-    for key in RULE_REQUIRED:
-        if key not in entry:
-            raise PolicyError(f"{label}: missing field '{key}'")
+    return entry, label
+
+
+def _check_types(entry: dict[str, Any], label: str, strings: set[str], skip: set[str]) -> None:
+    """Fields in `strings` are strings, the others (but `skip`) integers (and not bools)."""
     for key, v in entry.items():
-        want = str if key in ("name", "action") else int
+        if key in skip:
+            continue
+        want = str if key in strings else int
         if not isinstance(v, want) or isinstance(v, bool):
             raise PolicyError(
                 f"{label}: field '{key}' must be {'a string' if want is str else 'an integer'},"
                 f" not {shown(v)}"
             )
+
+
+def parse_rule(entry: object, index: int, where: str) -> Rule:
+    """One `[[rule]]` table; errors name the rule (by name when it has one) and the field."""
+    entry, label = _entry(entry, "rule", index, where, RULE_KEYS)
+    for key in RULE_REQUIRED:
+        if key not in entry:
+            raise PolicyError(f"{label}: missing field '{key}'")
+    _check_types(entry, label, {"name", "action"}, set())
     try:
         return Rule(**entry)
     except PolicyError as e:
@@ -105,26 +121,15 @@ def parse_rule(entry: object, index: int, where: str) -> Rule:
 
 def parse_guard(entry: object, index: int, where: str) -> FspGuard:
     """One `[[guard]]` table, checked like a rule."""
-    label = f"{where}: guard #{index}"
-    if not isinstance(entry, dict):
-        raise PolicyError(f"{label}: must be a table")
-    if isinstance(entry.get("name"), str):
-        label += f" ({entry['name']!r})"
-    unknown = sorted(set(entry) - GUARD_KEYS)
-    if unknown:
-        raise PolicyError(f"{label}: unknown field(s) {', '.join(unknown)}")
+    entry, label = _entry(entry, "guard", index, where, GUARD_KEYS)
     for key in ("name", "kind"):
-        if not isinstance(entry.get(key), str):
-            raise PolicyError(f"{label}: field '{key}' must be a string")
+        if key not in entry:
+            raise PolicyError(f"{label}: missing field '{key}'")
+    _check_types(entry, label, {"name", "kind"}, {"deny_types"})
     if entry["kind"] not in GUARD_KINDS:
         raise PolicyError(
             f"{label}: kind {shown(entry['kind'])} is not one of {', '.join(GUARD_KINDS)}"
         )
-    for key, v in entry.items():
-        if key in ("name", "kind", "deny_types"):
-            continue
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise PolicyError(f"{label}: field '{key}' must be an integer, not {shown(v)}")
     deny = entry.get("deny_types", [0x12])
     if not isinstance(deny, list):
         raise PolicyError(f"{label}: deny_types must be a list, not {shown(deny)}")
