@@ -196,3 +196,31 @@ def test_two_vcpus_never_see_a_torn_decision(bar: mmap.mmap) -> None:
                 continue
             raw = line.value.to_bytes(line.width, "little")
             assert len(set(raw)) == 1, f"torn decision: {line}"
+
+
+def test_the_fsp_guard_answers_a_real_guest(bar: mmap.mmap) -> None:
+    """A guest's FIRMWARE_UPDATE doorbell is refused from the C vCPU loop and answered with an
+    emulated reply; its COT message then passes. The guard sits on a 64 KiB BAR here."""
+    emem, queue, msgq = 0x2AC0, 0x2C00, 0x2C80
+    bar[0x2000:0x3000] = bytes(0x1000)  # an idle mailbox
+    guard = mf.FspGuard.at("fsp", emem=emem, queue=queue, msgq=msgq)
+    f = mf.BarFilter(SIZE, mf.Policy([guard]), mf.MemoryBackend(bar), page_size=4096)
+    som_eom, aincw = 0xC0000000, 1 << 24
+    p = kvm.Program()
+    for nvdm in (0x12, 0x14):
+        p.write(GPA + emem, aincw).write(GPA + emem + 4, som_eom)
+        p.write(GPA + emem + 4, 0x7E | 0x10DE << 8 | nvdm << 24)
+        p.write(GPA + queue + 4, 4).write(GPA + queue, 0)
+        p.read(GPA + msgq).read(GPA + msgq + 4)  # the reply queue: head, tail
+        p.write(GPA + msgq + 4, 0).write(GPA + msgq, 0)  # consumed
+    with kvm.Machine() as m:
+        m.add_bar(GPA, f)
+        (res,) = m.run([p], in_c=True)
+    assert res.error is None, res.error
+    assert res.mmio_in_python == 0 and res.mmio_in_c == 22  # every access decided in C
+    reads = [line.value for line in kvm.parse_transcript(res.transcript) if line.kind == "R"]
+    assert reads == [0, 16, 0, 0]  # an emulated reply to the refusal; none to the COT
+    assert int.from_bytes(bar[queue + 4 : queue + 8], "little") == 4  # the COT's tail arrived
+    refused = [e for e in f.drain_events() if e.outcome is mf.Outcome.BLOCKED]
+    assert [e.detail for e in refused] == ["nvdm 0x12 refused"]
+    del f
