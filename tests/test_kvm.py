@@ -217,7 +217,7 @@ def test_the_fsp_guard_answers_a_real_guest(bar: mmap.mmap) -> None:
         m.add_bar(GPA, f)
         (res,) = m.run([p], in_c=True)
     assert res.error is None, res.error
-    assert res.mmio_in_python == 0 and res.mmio_in_c == 22  # every access decided in C
+    assert res.mmio_in_python == 0 and res.mmio_in_c == 18  # every access decided in C
     reads = [line.value for line in kvm.parse_transcript(res.transcript) if line.kind == "R"]
     assert reads == [0, 16, 0, 0]  # an emulated reply to the refusal; none to the COT
     assert int.from_bytes(bar[queue + 4 : queue + 8], "little") == 4  # the COT's tail arrived
