@@ -79,6 +79,7 @@ struct fsp {
     struct chan chan[MF_FSP_MAX_CHANNELS];
     uint8_t emem[MF_FSP_EMEM_BYTES];
     uint64_t valid[MF_FSP_EMEM_BYTES / 4 / 64]; /* one bit per dword the guest wrote */
+    uint8_t unsettled; /* bit q: queue q is not known to be idle (the fast path's question) */
 };
 
 /* ---- registers, parameters ----------------------------------------------------------- */
@@ -128,7 +129,19 @@ static void *fsp_state_new(const struct mf_guard_spec *spec)
 {
     (void)spec;
     /* calloc: every port unknown, every queue FL_UNKNOWN, no dword valid, no message */
-    return calloc(1, sizeof(struct fsp));
+    struct fsp *s = calloc(1, sizeof(struct fsp));
+    if (s)
+        s->unsettled = 0xFF;
+    return s;
+}
+
+static void set_flight(struct fsp *s, unsigned q, uint8_t flight)
+{
+    s->chan[q].flight = flight;
+    if (flight == FL_IDLE)
+        s->unsettled &= (uint8_t)~(1u << q);
+    else
+        s->unsettled |= (uint8_t)(1u << q);
 }
 
 static void fsp_state_free(void *s) { free(s); }
@@ -246,7 +259,7 @@ static bool queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
         if (head != tail) {
             /* someone queued a packet before this state existed; if we cannot place it,
              * all of EMEM is off limits until the FSP has taken it */
-            ch->flight = FL_BUSY;
+            set_flight(s, q, FL_BUSY);
             ch->whole = !(head % 4 == 0 && tail % 4 == 0 && head <= tail &&
                           tail <= EMEM_LAST_DWORD);
             ch->head = head;
@@ -254,16 +267,16 @@ static bool queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
             return false;
         }
     }
-    ch->flight = FL_IDLE;
+    set_flight(s, q, FL_IDLE);
     return true;
 }
 
 /* Would writing the EMEM dword at `addr` change a packet the FSP may be reading? */
 static bool in_flight_at(struct mf_guard_call *c, struct fsp *s, uint32_t addr)
 {
-    for (unsigned q = 0; q < c->spec->fsp.channels; q++) {
+    for (unsigned q = 0; s->unsettled >> q && q < c->spec->fsp.channels; q++) {
         struct chan *ch = &s->chan[q];
-        if (ch->flight == FL_IDLE || queue_idle(c, s, q)) /* the common case, inline */
+        if (!(s->unsettled >> q & 1) || queue_idle(c, s, q))
             continue;
         if (ch->whole || (addr >= ch->head && addr <= ch->tail))
             return true;
@@ -477,12 +490,12 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     }
     /* The order the driver uses: the FSP is interrupted by the head write. */
     if (!dev_wr(c, p->queue + 8ull * q + 4, tail) || !dev_wr(c, c->offset, head)) {
-        ch->flight = FL_UNKNOWN;
+        set_flight(s, q, FL_UNKNOWN);
         return;
     }
     c->outcome = MF_PASS;
     c->result = head;
-    ch->flight = FL_BUSY;
+    set_flight(s, q, FL_BUSY);
     ch->whole = false;
     ch->head = head;
     ch->tail = tail;
@@ -502,7 +515,7 @@ static void queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool i
         }
         pass_read(c);
         if (c->outcome == MF_PASS && !is_tail && ch->flight == FL_BUSY && c->result == ch->tail)
-            ch->flight = FL_IDLE;
+            set_flight(s, q, FL_IDLE);
         return;
     }
     if (!is_tail) {
