@@ -62,12 +62,31 @@ partial = "deny"
 nvlink = "allow"
 firmware_update = "deny"
 config_mirror = "readonly"
+fsp_deny_types = ["inforom", 0x18]
 
 [[rule]]
 name = "scratch"
 start = 0x1000
 size = 4
 action = "audit"
+"""
+
+GUARD_POLICY = """[[rule]]
+name = "fsp-range"
+start = 0x8F0000
+size = 0x4000
+action = "audit"
+
+[[guard]]
+name = "fsp"
+kind = "fsp"
+deny_types = [0x12, "inforom"]
+emem = 0x8F2AC0
+queue = 0x8F2C00
+msgq = 0x8F2C80
+channels = 8
+max_packet = 1024
+priority = 1
 """
 
 MINIMAL_MAP = """family = "tiny"
@@ -214,6 +233,7 @@ def main() -> None:
             "v100.toml": (ROOT / "examples" / "v100.toml").read_bytes(),
             "plain.toml": PLAIN_POLICY.encode(),
             "gh100-device.toml": GH100_POLICY.encode(),
+            "guard.toml": GUARD_POLICY.encode(),
         },
         "regmap": {
             "gv100.toml": (MAPS / "gv100.toml").read_bytes(),
