@@ -54,6 +54,10 @@
 enum reg { EMEMC, EMEMD, QHEAD, QTAIL, MHEAD, MTAIL };
 enum flight { FL_UNKNOWN, FL_IDLE, FL_BUSY };
 enum msg { MSG_NONE, MSG_OPEN, MSG_REFUSING };
+/* A reply the FSP owes a queue: due (it may be written into the channel at any time), then
+ * published (MSGQ seen non-empty), then consumed by a MSGQ write. Only a consumed reply frees
+ * its channel: a MSGQ write before the reply appeared frees nothing. */
+enum owed { OWED_NONE, OWED_DUE, OWED_PUBLISHED };
 
 struct port {
     uint32_t addr; /* EMEM byte address of the next EMEMD access */
@@ -69,6 +73,9 @@ struct chan {
     uint32_t held_tail;
     uint8_t msg, msg_type, next_seq;
     uint32_t last_head; /* the channel of the last packet passed: where the FSP replies */
+    uint8_t owed;       /* OWED_*: the reply to a message that ended (EOM passed) */
+    uint8_t mq_seen_mask;  /* MSGQ HEAD (bit 0) and TAIL (bit 1) read since the reply fell due */
+    uint32_t mq_seen[2];
     bool reply; /* an emulated refusal is waiting in MSGQ */
     uint32_t reply_at, mq_head, mq_tail;
     uint8_t reply_bytes[REPLY_BYTES];
@@ -95,8 +102,9 @@ static int fsp_blocks(const struct mf_guard_spec *spec, struct mf_block *out, si
                  MF_FSP_MAX_CHANNELS);
         return -1;
     }
-    if (p->max_packet < 8 || p->max_packet > MF_FSP_EMEM_BYTES || p->max_packet % 4) {
-        snprintf(why, why_len, "fsp guard: max_packet %u is not a multiple of 4 in 8..%d",
+    /* the channel holds a packet, and the FSP's reply (20 bytes at least) */
+    if (p->max_packet < REPLY_BYTES || p->max_packet > MF_FSP_EMEM_BYTES || p->max_packet % 4) {
+        snprintf(why, why_len, "fsp guard: max_packet %u is not a multiple of 4 in 20..%d",
                  p->max_packet, MF_FSP_EMEM_BYTES);
         return -1;
     }
@@ -349,7 +357,9 @@ static void ememd(struct mf_guard_call *c, struct fsp *s, unsigned i)
             return;
         }
         pass_read(c);
-        if (c->outcome == MF_PASS && pt->known && pt->aincr)
+        if (c->outcome != MF_PASS)
+            pt->known = false; /* a failed read may still have stepped the device's address */
+        else if (pt->known && pt->aincr)
             step(pt);
         return;
     }
@@ -362,11 +372,13 @@ static void ememd(struct mf_guard_call *c, struct fsp *s, unsigned i)
         return;
     }
     pass_write(c);
+    uint32_t a = pt->addr, d = a / 4;
     if (c->outcome != MF_PASS) {
+        /* the write may or may not have landed, and moved the address */
+        s->valid[d / 64] &= ~(1ull << (d % 64));
         pt->known = false;
         return;
     }
-    uint32_t a = pt->addr, d = a / 4;
     for (unsigned k = 0; k < 4; k++)
         s->emem[a + k] = (uint8_t)(c->value >> (8 * k));
     s->valid[d / 64] |= 1ull << (d % 64);
@@ -474,6 +486,27 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
         DETAIL(c, "bad packet bounds %#x..%#x", head, tail + 4);
         return;
     }
+    /* The FSP writes a reply into the channel of the message it answers. Channels of different
+     * queues must therefore not overlap where a packet waits or a reply is due: else one
+     * queue's reply could rewrite another queue's packet after the guard checked it. */
+    for (unsigned o = 0; o < p->channels; o++) {
+        const struct chan *oc = &s->chan[o];
+        if (oc->owed && head < (uint64_t)oc->last_head + p->max_packet &&
+            oc->last_head < (uint64_t)tail + 4) {
+            DETAIL(c, "packet where queue %u's reply is due", o);
+            return;
+        }
+        if (o == q)
+            continue;
+        if (!queue_idle(c, s, o) &&
+            (oc->whole || (head < (uint64_t)oc->tail + 4 &&
+                           oc->head < (uint64_t)head + p->max_packet))) {
+            DETAIL(c, "reply area over queue %u's packet", o);
+            return;
+        }
+    }
+    if (c->device_error)
+        return;
     uint32_t mh, mt;
     if (!dev_rd(c, p->msgq + 8ull * q, &mh) || !dev_rd(c, p->msgq + 8ull * q + 4, &mt))
         return;
@@ -500,6 +533,10 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     ch->head = head;
     ch->tail = tail;
     ch->last_head = head;
+    if (reply) { /* the message ended: the FSP will answer into this channel */
+        ch->owed = OWED_DUE;
+        ch->mq_seen_mask = 0;
+    }
     /* From here the FSP may write its reply into this channel: the shadow no longer says what
      * is there. */
     invalidate(s, head, p->max_packet);
@@ -536,17 +573,28 @@ static void queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool i
 
 static void msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail)
 {
+    const struct mf_fsp_params *p = &c->spec->fsp;
     struct chan *ch = &s->chan[q];
     if (!ch->reply) {
-        if (c->is_write) {
-            pass_write(c);
-            /* a consumed reply: the FSP may have written its channel since we shadowed it */
-            if (!is_tail && c->outcome == MF_PASS) {
-                invalidate(s, ch->last_head, c->spec->fsp.max_packet);
-                invalidate(s, c->value, c->spec->fsp.max_packet);
-            }
-        } else {
+        if (!c->is_write) {
             pass_read(c);
+            /* the guest looks for its reply (it reads HEAD and TAIL): once both have been seen
+             * since the reply fell due, and differ, the reply is published */
+            if (c->outcome == MF_PASS && ch->owed == OWED_DUE) {
+                ch->mq_seen[is_tail] = c->result;
+                ch->mq_seen_mask |= (uint8_t)(1u << is_tail);
+                if (ch->mq_seen_mask == 3 && ch->mq_seen[0] != ch->mq_seen[1])
+                    ch->owed = OWED_PUBLISHED;
+            }
+            return;
+        }
+        pass_write(c);
+        if (c->outcome != MF_PASS)
+            return;
+        if (ch->owed == OWED_PUBLISHED) {
+            /* consumed: the FSP has written its channel since we shadowed it */
+            ch->owed = OWED_NONE;
+            invalidate(s, ch->last_head, p->max_packet);
         }
         return;
     }

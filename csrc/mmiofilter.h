@@ -104,7 +104,7 @@ enum mf_guard_kind { MF_GUARD_FSP = 1 };
 struct mf_fsp_params {
     uint64_t emem, queue, msgq;
     uint32_t channels;   /* 1..MF_FSP_MAX_CHANNELS */
-    uint32_t max_packet; /* bytes, a multiple of 4 in 8..MF_FSP_EMEM_BYTES (GH100: 1024) */
+    uint32_t max_packet; /* channel bytes, a multiple of 4 in 20..MF_FSP_EMEM_BYTES (GH100: 1024) */
     uint8_t deny[32];    /* bitmap of refused NVDM types: bit t % 8 of byte t / 8 */
 };
 

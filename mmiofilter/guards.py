@@ -40,6 +40,8 @@ NVDM_COT = NVDM_TYPES["cot"]
 #: The core's limits (mmiofilter.h: MF_FSP_MAX_CHANNELS, MF_FSP_EMEM_BYTES).
 _MAX_CHANNELS = 8
 _EMEM_BYTES = 65536
+#: The smallest FSP reply: MCTP and message headers, taskId, commandNvdmType, errorCode.
+_REPLY_BYTES = 20
 
 
 def _is_int(v: object) -> bool:
@@ -122,10 +124,11 @@ class FspGuard(Rule):
         super().__post_init__()
         where = f"guard {self.name!r}"
         if not _is_int(self.max_packet) or not (
-            8 <= self.max_packet <= _EMEM_BYTES and self.max_packet % 4 == 0
+            _REPLY_BYTES <= self.max_packet <= _EMEM_BYTES and self.max_packet % 4 == 0
         ):
             raise PolicyError(
-                f"{where}: max_packet must be a multiple of 4 in 8..{_EMEM_BYTES}, "
+                f"{where}: max_packet must be a multiple of 4 in {_REPLY_BYTES}..{_EMEM_BYTES} "
+                "(a channel holds a packet and the FSP's reply), "
                 f"not {shown(self.max_packet)}"
             )
         blocks = sorted((b, b + 8 * self.channels) for b in self.registers_bases())
