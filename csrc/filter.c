@@ -59,7 +59,7 @@ struct mf_filter *mf_filter_new(const struct mf_backend *backend, uint32_t bar,
     }
     f->backend = *backend;
     f->bar = bar;
-    mf_guards_arm(table); /* no table before this one: nothing to drain */
+    mf_guards_arm(table, backend); /* no table before this one: nothing to drain */
     atomic_init(&f->cur, table);
     return f;
 fail:
@@ -95,7 +95,7 @@ int mf_filter_update(struct mf_filter *f, struct mf_table *t, struct mf_table **
     mf_guards_adopt(t, cur);
     struct mf_table *prev = atomic_exchange(&f->cur, t);
     mf_hazard_wait_unused(prev);
-    mf_guards_arm(t); /* guards new to this filter: the old table can no longer race them */
+    mf_guards_arm(t, &f->backend); /* guards new to this filter: the old table is gone */
     pthread_mutex_unlock(&f->update_lock);
     *old = prev;
     return MF_OK;

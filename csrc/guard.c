@@ -64,10 +64,19 @@ void mf_guards_adopt(struct mf_table *next, const struct mf_table *cur)
     }
 }
 
-void mf_guards_arm(struct mf_table *t)
+void mf_guards_arm(struct mf_table *t, const struct mf_backend *dev)
 {
-    for (size_t i = 0; i < t->nguards; i++)
-        atomic_store(&t->guards[i].state->armed, true);
+    for (size_t i = 0; i < t->nguards; i++) {
+        struct mf_guard *g = &t->guards[i];
+        struct mf_guard_state *s = g->state;
+        if (atomic_load(&s->armed))
+            continue; /* adopted: it has been watching all along */
+        if (g->cls->arm) {
+            struct mf_guard_call call = {.dev = dev, .spec = &g->spec, .state = s->impl};
+            g->cls->arm(&call); /* no access can reach an unarmed state: no lock needed */
+        }
+        atomic_store(&s->armed, true);
+    }
 }
 
 static void lock(struct mf_guard_state *s)

@@ -48,6 +48,10 @@ struct mf_guard_class {
     void *(*state_new)(const struct mf_guard_spec *spec);
     void (*state_free)(void *state);
     void (*access)(struct mf_guard_call *call);
+    /* Optional: learn what the device already holds, once, when a new state is armed (a
+     * packet someone queued before the guard existed). Device accesses go through call->dev;
+     * offset, value and is_write are unused. */
+    void (*arm)(struct mf_guard_call *call);
 };
 
 const struct mf_guard_class *mf_guard_class_of(uint8_t kind);
@@ -83,8 +87,9 @@ int mf_guard_access(struct mf_filter *f, struct mf_table *t, const struct mf_gua
                     const struct mf_access *acc, struct mf_result *res, char *detail);
 
 /* Before publishing `next` in place of `cur`: adopt cur's state for every guard of next on
- * the same registers. After the old table has drained: arm next's remaining new states. */
+ * the same registers. After the old table has drained: arm next's remaining new states,
+ * letting each look at the device first. */
 void mf_guards_adopt(struct mf_table *next, const struct mf_table *cur);
-void mf_guards_arm(struct mf_table *t);
+void mf_guards_arm(struct mf_table *t, const struct mf_backend *dev);
 
 #endif /* MF_GUARD_H */

@@ -272,6 +272,10 @@ static bool queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
                           tail <= EMEM_LAST_DWORD);
             ch->head = head;
             ch->tail = tail;
+            /* it may end a message: count its reply as due, into its channel */
+            ch->owed = OWED_DUE;
+            ch->mq_seen_mask = 0;
+            ch->last_head = ch->whole ? 0 : head;
             return false;
         }
     }
@@ -588,6 +592,13 @@ static void msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
             }
             return;
         }
+        /* a driver that consumes without polling: the device says whether the reply is there */
+        uint32_t mh, mt;
+        if (ch->owed == OWED_DUE && dev_rd(c, p->msgq + 8ull * q, &mh) &&
+            dev_rd(c, p->msgq + 8ull * q + 4, &mt) && mh != mt)
+            ch->owed = OWED_PUBLISHED;
+        if (c->device_error)
+            return;
         pass_write(c);
         if (c->outcome != MF_PASS)
             return;
@@ -640,6 +651,14 @@ static void fsp_access(struct mf_guard_call *c)
     }
 }
 
+/* A new state looks at every queue before the guest can: a packet queued before the guard
+ * existed is in flight, and its reply due, even if the FSP takes it before the guest asks. */
+static void fsp_arm(struct mf_guard_call *c)
+{
+    for (unsigned q = 0; q < c->spec->fsp.channels; q++)
+        queue_idle(c, c->state, q);
+}
+
 const struct mf_guard_class mf_guard_fsp = {
     .kind = MF_GUARD_FSP,
     .name = "fsp",
@@ -648,4 +667,5 @@ const struct mf_guard_class mf_guard_fsp = {
     .state_new = fsp_state_new,
     .state_free = fsp_state_free,
     .access = fsp_access,
+    .arm = fsp_arm,
 };
