@@ -592,13 +592,19 @@ static void msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
             }
             return;
         }
-        /* a driver that consumes without polling: the device says whether the reply is there */
+        /* The guest may only empty MSGQ (the driver writes TAIL = HEAD, then HEAD = TAIL): a
+         * reply queued by the guest would pass for the FSP's own. So MSGQ non-empty always
+         * means the FSP published; and a driver that consumes without polling is told by the
+         * device whether the reply is there. */
         uint32_t mh, mt;
-        if (ch->owed == OWED_DUE && dev_rd(c, p->msgq + 8ull * q, &mh) &&
-            dev_rd(c, p->msgq + 8ull * q + 4, &mt) && mh != mt)
-            ch->owed = OWED_PUBLISHED;
-        if (c->device_error)
+        if (!dev_rd(c, p->msgq + 8ull * q, &mh) || !dev_rd(c, p->msgq + 8ull * q + 4, &mt))
             return;
+        if (c->value != (is_tail ? mh : mt)) {
+            DETAIL(c, "MSGQ_%s(%u) would queue a reply", is_tail ? "TAIL" : "HEAD", q);
+            return;
+        }
+        if (ch->owed == OWED_DUE && mh != mt)
+            ch->owed = OWED_PUBLISHED;
         pass_write(c);
         if (c->outcome != MF_PASS)
             return;
@@ -652,11 +658,29 @@ static void fsp_access(struct mf_guard_call *c)
 }
 
 /* A new state looks at every queue before the guest can: a packet queued before the guard
- * existed is in flight, and its reply due, even if the FSP takes it before the guest asks. */
+ * existed is in flight, and its reply due, even if the FSP takes it before the guest asks. Due
+ * only if the packet ends a message, which its MCTP header says: read it through the queue's
+ * port, putting the port's EMEMC back as it was. */
 static void fsp_arm(struct mf_guard_call *c)
 {
-    for (unsigned q = 0; q < c->spec->fsp.channels; q++)
-        queue_idle(c, c->state, q);
+    struct fsp *s = c->state;
+    const struct mf_fsp_params *p = &c->spec->fsp;
+    for (unsigned q = 0; q < p->channels; q++) {
+        struct chan *ch = &s->chan[q];
+        if (queue_idle(c, s, q) || ch->whole)
+            continue;
+        uint64_t ememc = p->emem + 8ull * q;
+        uint32_t saved, mctp;
+        if (!dev_rd(c, ememc, &saved))
+            continue;
+        bool read = dev_wr(c, ememc, ch->head) && dev_rd(c, ememc + 4, &mctp);
+        if (!dev_wr(c, ememc, saved))
+            continue; /* the port's address is unknown to us, as in any fresh state */
+        s->port[q] = (struct port){saved & EMEMC_ADDR, true, saved & EMEMC_AINCW,
+                                   saved & EMEMC_AINCR, false};
+        if (read && !(mctp & MCTP_EOM))
+            ch->owed = OWED_NONE; /* the message goes on: its continuations are refused */
+    }
 }
 
 const struct mf_guard_class mf_guard_fsp = {

@@ -4,7 +4,8 @@
 each); a finding fails here until the bug is fixed, after which its input belongs in
 fuzz/corpus/<harness>/ as a regression seed. The harness modules' `check(data)` is the very
 function atheris runs, so a pass here means the campaign would not flag the input either. The
-C core's corpus and findings are replayed by the libFuzzer binary itself (`-runs=0`).
+corpora and findings of the C harnesses (the core, the FSP guard) are replayed by their
+libFuzzer binaries themselves (`-runs=0`).
 """
 
 from __future__ import annotations
@@ -90,30 +91,36 @@ def test_finding_is_fixed(harness: str, path: Path) -> None:
 
 
 def test_every_harness_has_seeds() -> None:
-    for name in [*HARNESSES, "core"]:
+    for name in [*HARNESSES, *C_HARNESSES]:
         assert any((FUZZ / "corpus" / name).iterdir()), f"fuzz/corpus/{name} is empty"
 
 
-def _core_fuzz() -> Path:
+#: The libFuzzer harnesses in C, by name: their binaries in fuzz/ (`make -C fuzz` builds them).
+C_HARNESSES = {"core": "core_fuzz", "guard": "guard_fuzz"}
+
+
+def _c_fuzz(harness: str) -> Path:
     if not shutil.which("clang") or not shutil.which("make"):
         pytest.skip("clang or make is not installed (apt-get install clang)")
-    build = subprocess.run(["make", "-C", str(FUZZ), "-s"], capture_output=True, text=True)
+    binary = C_HARNESSES[harness]
+    build = subprocess.run(["make", "-C", str(FUZZ), "-s", binary], capture_output=True, text=True)
     if build.returncode != 0 and "fuzzer" in build.stderr:
         pytest.skip(f"clang cannot link libFuzzer here: {build.stderr.strip()[:200]}")
     assert build.returncode == 0, build.stderr
-    return FUZZ / "core_fuzz"
+    return FUZZ / binary
 
 
-def test_core_corpus_and_findings_replay(tmp_path: Path) -> None:
-    binary = _core_fuzz()
+@pytest.mark.parametrize("harness", sorted(C_HARNESSES))
+def test_c_corpus_and_findings_replay(harness: str, tmp_path: Path) -> None:
+    binary = _c_fuzz(harness)
     run = subprocess.run(
-        [str(binary), "-runs=0", f"-artifact_prefix={tmp_path}/", str(FUZZ / "corpus" / "core")],
+        [str(binary), "-runs=0", f"-artifact_prefix={tmp_path}/", str(FUZZ / "corpus" / harness)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    findings = FUZZ / "findings" / "core"
+    findings = FUZZ / "findings" / harness
     inputs = [p for p in findings.iterdir() if p.suffix != ".txt"] if findings.is_dir() else []
     for p in inputs:  # one at a time: libFuzzer stops at the first crashing file
         one = subprocess.run(

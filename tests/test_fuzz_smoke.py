@@ -1,10 +1,12 @@
-"""Short fuzz runs on every test run: the libFuzzer harness on the C core where clang can build
-it, and each atheris harness on the Python parsers where atheris is installed.
+"""Short fuzz runs on every test run: the libFuzzer harnesses in C (the core, the FSP guard)
+where clang can build them, and each atheris harness on the Python parsers where atheris is
+installed.
 
-The core harness checks the C core against its own independent model (see fuzz/README.md); the
-atheris harnesses check that the parsers fail only with their documented errors. Each run
-replays the committed seed corpus and then explores for a few seconds (about a minute in all).
-A finding fails the test and leaves its input in the test's temporary directory.
+The core harness checks the C core against its own independent model, the guard harness the
+FSP mailbox guard against a simulated FSP (see fuzz/README.md); the atheris harnesses check that
+the parsers fail only with their documented errors. Each run replays the committed seed corpus
+and then explores for a few seconds (about a minute in all). A finding fails the test and
+leaves its input in the test's temporary directory.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "fuzz"
 
 
-def test_core_fuzz_smoke(tmp_path: Path) -> None:
+#: The libFuzzer harnesses in C: name, binary in fuzz/, seconds per smoke run.
+C_HARNESSES = [("core", "core_fuzz", 10), ("guard", "guard_fuzz", 8)]
+
+
+@pytest.mark.parametrize(("harness", "binary", "seconds"), C_HARNESSES, ids=lambda v: str(v))
+def test_c_fuzz_smoke(harness: str, binary: str, seconds: int, tmp_path: Path) -> None:
     if not shutil.which("clang") or not shutil.which("make"):
         pytest.skip("clang or make is not installed (apt-get install clang)")
-    build = subprocess.run(["make", "-C", str(FUZZ), "-s"], capture_output=True, text=True)
+    build = subprocess.run(["make", "-C", str(FUZZ), "-s", binary], capture_output=True, text=True)
     if build.returncode != 0 and "fuzzer" in build.stderr:
         pytest.skip(f"clang cannot link libFuzzer here: {build.stderr.strip()[:200]}")
     assert build.returncode == 0, build.stderr
@@ -32,11 +39,11 @@ def test_core_fuzz_smoke(tmp_path: Path) -> None:
     corpus.mkdir()
     run = subprocess.run(
         [
-            str(FUZZ / "core_fuzz"),
-            "-max_total_time=10",
+            str(FUZZ / binary),
+            f"-max_total_time={seconds}",
             f"-artifact_prefix={tmp_path}/",
             str(corpus),
-            str(FUZZ / "corpus" / "core"),
+            str(FUZZ / "corpus" / harness),
         ],
         capture_output=True,
         text=True,
