@@ -525,9 +525,17 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
             queue_reply(ch, head, type);
         return;
     }
+    /* From here the FSP may take the packet and write its reply into this channel, even if a
+     * write below fails (it may have landed): the shadow no longer says what is there. */
+    ch->last_head = head;
+    if (reply) { /* the message ended: the FSP will answer into this channel */
+        ch->owed = OWED_DUE;
+        ch->mq_seen_mask = 0;
+    }
+    invalidate(s, head, p->max_packet);
     /* The order the driver uses: the FSP is interrupted by the head write. */
     if (!dev_wr(c, p->queue + 8ull * q + 4, tail) || !dev_wr(c, c->offset, head)) {
-        set_flight(s, q, FL_UNKNOWN);
+        set_flight(s, q, FL_UNKNOWN); /* the device's HEAD and TAIL will say */
         return;
     }
     c->outcome = MF_PASS;
@@ -536,14 +544,6 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     ch->whole = false;
     ch->head = head;
     ch->tail = tail;
-    ch->last_head = head;
-    if (reply) { /* the message ended: the FSP will answer into this channel */
-        ch->owed = OWED_DUE;
-        ch->mq_seen_mask = 0;
-    }
-    /* From here the FSP may write its reply into this channel: the shadow no longer says what
-     * is there. */
-    invalidate(s, head, p->max_packet);
 }
 
 static void queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail)
