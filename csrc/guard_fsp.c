@@ -444,7 +444,7 @@ static bool check_packet(struct mf_guard_call *c, struct fsp *s, struct chan *ch
             return false;
         }
         if (denied(p, *type)) {
-            DETAIL(c, "nvdm %#04x refused", *type);
+            DETAIL(c, "nvdm 0x%02x refused", *type);
             ch->msg = eom ? MSG_NONE : MSG_REFUSING;
             ch->msg_type = *type;
             return false;
@@ -461,10 +461,12 @@ static bool check_packet(struct mf_guard_call *c, struct fsp *s, struct chan *ch
         ch->next_seq = (uint8_t)((ch->next_seq + 1) & 3);
         return true;
     }
-    if (ch->msg == MSG_REFUSING || ch->msg == MSG_OPEN)
-        DETAIL(c, "nvdm %#04x refused (continuation)", ch->msg_type);
-    else
+    if (ch->msg == MSG_REFUSING || ch->msg == MSG_OPEN) {
+        DETAIL(c, "nvdm 0x%02x refused (continuation)", ch->msg_type);
+    } else {
+        ch->msg_type = *type = 0; /* a continuation of no message has no type */
         DETAIL(c, "doorbell: continuation of no message");
+    }
     ch->msg = eom ? MSG_NONE : MSG_REFUSING;
     return false;
 }
@@ -488,6 +490,12 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     if (head % 4 || tail % 4 || tail > EMEM_LAST_DWORD || head > tail || tail - head < 4 ||
         tail - head + 4 > p->max_packet) {
         DETAIL(c, "bad packet bounds %#x..%#x", head, tail + 4);
+        return;
+    }
+    /* The driver reads the reply to a message before it sends the next one; a doorbell before
+     * that would also move the channel where the reply is due. */
+    if (ch->owed != OWED_NONE) {
+        DETAIL(c, "doorbell %u: reply not consumed yet", q);
         return;
     }
     /* The FSP writes a reply into the channel of the message it answers. Channels of different
