@@ -25,6 +25,8 @@ SOURCES = [
     "filter.c",
     "guard.c",
     "guard_fsp.c",
+    "guard_fsp_emem.c",
+    "guard_fsp_queue.c",
 ]
 # The KVM embedding needs Linux's KVM headers; elsewhere the core builds without it.
 HAVE_KVM = sys.platform == "linux" and Path("/usr/include/linux/kvm.h").exists()

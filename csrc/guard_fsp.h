@@ -1,0 +1,90 @@
+/*
+ * guard_fsp.h - the FSP guard's state and the helpers its parts share; not part of the API.
+ *
+ * guard_fsp.c holds the guard kind (registers, state, dispatch, arming) and the helpers;
+ * guard_fsp_emem.c the EMEM ports and the shadow they write; guard_fsp_queue.c the command
+ * queues, their doorbell and the replies. docs/fsp-guard.md describes what they decide.
+ */
+#ifndef MF_GUARD_FSP_H
+#define MF_GUARD_FSP_H
+
+#include <stdio.h>
+
+#include "guard.h"
+
+#define EMEMC_ADDR 0x0000FFFCu /* BLK 15:8, OFFS 7:2 */
+#define EMEMC_AINCW (1u << 24)
+#define EMEMC_AINCR (1u << 25)
+#define EMEMC_KNOWN (EMEMC_ADDR | EMEMC_AINCW | EMEMC_AINCR)
+#define EMEM_LAST_DWORD (MF_FSP_EMEM_BYTES - 4)
+
+#define MCTP_SOM (1u << 31)
+#define MCTP_EOM (1u << 30)
+#define MCTP_SEQ(h) (((h) >> 28) & 3u)
+#define MSG_TYPE_VENDOR_PCI 0x7Eu
+#define MSG_VENDOR_NV 0x10DEu
+#define NVDM_FSP_RESPONSE 0x15u
+#define FSP_ERR_NOT_SUPPORTED 0xA0u
+#define REPLY_BYTES 20u /* MCTP header, message header, taskId, commandNvdmType, errorCode */
+
+enum reg { EMEMC, EMEMD, QHEAD, QTAIL, MHEAD, MTAIL };
+enum flight { FL_UNKNOWN, FL_IDLE, FL_BUSY };
+enum msg { MSG_NONE, MSG_OPEN, MSG_REFUSING };
+/* A reply the FSP owes a queue: due (it may be written into the channel at any time), then
+ * published (MSGQ seen non-empty), then consumed by a MSGQ write. Only a consumed reply frees
+ * its channel: a MSGQ write before the reply appeared frees nothing. */
+enum owed { OWED_NONE, OWED_DUE, OWED_PUBLISHED };
+
+struct port {
+    uint32_t addr; /* EMEM byte address of the next EMEMD access */
+    bool known, aincw, aincr;
+    bool diverged; /* the guard answered EMEMD reads: the device's address lags behind */
+};
+
+struct chan {
+    uint8_t flight;
+    uint32_t head, tail; /* FL_BUSY: the FSP may be reading EMEM [head, tail + 4) */
+    bool whole;          /* FL_BUSY with a packet we could not place: all of EMEM */
+    bool held;
+    uint32_t held_tail;
+    uint8_t msg, msg_type, next_seq;
+    uint32_t last_head; /* the channel of the last packet passed: where the FSP replies */
+    uint8_t owed;       /* OWED_*: the reply to a message that ended (EOM passed) */
+    uint8_t mq_seen_mask;  /* MSGQ HEAD (bit 0) and TAIL (bit 1) read since the reply fell due */
+    uint32_t mq_seen[2];
+    bool reply; /* an emulated refusal is waiting in MSGQ */
+    uint32_t reply_at, mq_head, mq_tail;
+    uint8_t reply_bytes[REPLY_BYTES];
+};
+
+struct fsp {
+    struct port port[MF_FSP_MAX_CHANNELS];
+    struct chan chan[MF_FSP_MAX_CHANNELS];
+    uint8_t emem[MF_FSP_EMEM_BYTES];
+    uint64_t valid[MF_FSP_EMEM_BYTES / 4 / 64]; /* one bit per dword the guest wrote */
+    uint8_t unsettled; /* bit q: queue q is not known to be idle (the fast path's question) */
+};
+
+/* The reason an event gives for a refusal or an emulation. */
+#define DETAIL(c, ...) snprintf((c)->detail, MF_DETAIL_MAX, __VA_ARGS__)
+
+/* guard_fsp.c: device access, the shadow, queue state */
+bool fsp_dev_rd(struct mf_guard_call *c, uint64_t off, uint32_t *v);
+bool fsp_dev_wr(struct mf_guard_call *c, uint64_t off, uint32_t v);
+bool fsp_dword_valid(const struct fsp *s, uint32_t addr);
+void fsp_invalidate(struct fsp *s, uint64_t start, uint64_t len);
+uint32_t fsp_shadow_dword(const struct fsp *s, uint32_t addr);
+void fsp_step(struct port *pt);
+void fsp_pass_read(struct mf_guard_call *c);
+void fsp_pass_write(struct mf_guard_call *c);
+void fsp_emulate(struct mf_guard_call *c, uint32_t v);
+bool fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q);
+bool fsp_in_flight_at(struct mf_guard_call *c, struct fsp *s, uint32_t addr);
+void fsp_set_flight(struct fsp *s, unsigned q, uint8_t flight);
+/* guard_fsp_emem.c, guard_fsp_queue.c: one register each, under the guard's lock */
+void fsp_ememc(struct mf_guard_call *c, struct fsp *s, unsigned i);
+void fsp_ememd(struct mf_guard_call *c, struct fsp *s, unsigned i);
+void fsp_queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail);
+void fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail);
+
+#endif /* MF_GUARD_FSP_H */
