@@ -207,7 +207,7 @@ static int do_write(struct mf_filter *f, struct mf_table *t, const struct mf_acc
  * action and needs no per-byte plan. Same decisions as the general path, by construction:
  * a uniform access is never mixed. */
 static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
-                          size_t run, struct mf_result *res, const char **why, char *detail)
+                          size_t run, struct mf_result *res, const char **why)
 {
     const uint32_t r = t->runs[run].rule;
     const uint8_t action = t->runs[run].action;
@@ -215,11 +215,6 @@ static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct 
     if (r != MF_NO_RULE)
         atomic_fetch_add_explicit(&t->hits[r], 1, memory_order_relaxed);
     const char *name = r == MF_NO_RULE ? NULL : t->names[r];
-    if (action == MF_GUARD) {
-        int rc = mf_guard_access(f, t, &t->guards[t->rules[r].guard], acc, res, detail);
-        *why = res->outcome == MF_PASS ? NULL : name;
-        return rc;
-    }
     *why = action == MF_AUDIT ? name : NULL;
     if (!acc->is_write) {
         if (read_passes(action)) {
@@ -267,12 +262,28 @@ static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct 
     return mf_dev_write(&f->backend, acc->offset, w, out) ? MF_EDEVICE : MF_OK;
 }
 
+/* An access owned wholly by a guard: the guard decides, and its event carries the guard's
+ * reason. Apart, so that the reason's buffer (and the stack check a char array brings) stays
+ * off the common path. */
+static __attribute__((noinline)) int access_guarded(struct mf_filter *f, struct mf_table *t,
+                                                    const struct mf_access *acc, uint32_t r,
+                                                    struct mf_result *res)
+{
+    char detail[MF_DETAIL_MAX];
+    detail[0] = '\0';
+    atomic_fetch_add_explicit(&t->hits[r], 1, memory_order_relaxed);
+    int rc = mf_guard_access(f, t, &t->guards[t->rules[r].guard], acc, res, detail);
+    res->status = (int8_t)rc;
+    if (rc == MF_OK && res->outcome != MF_PASS)
+        mf_ring_push(&f->ring, f->bar, acc, acc->is_write ? acc->value : res->value,
+                     res->outcome, t->names[r], detail);
+    return rc;
+}
+
 int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
                     struct mf_result *res)
 {
     const char *why = NULL;
-    char detail[MF_DETAIL_MAX];
-    detail[0] = '\0'; /* only guards write it: no need to clear all of it per access */
     int rc;
     size_t run = mf_find_run(t, acc->offset);
     bool uniform = acc->offset + acc->width <= mf_run_end(t, run);
@@ -283,8 +294,10 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
         res->value = acc->is_write ? 0 : fill_value(t->cfg.fill, acc->width);
         why = "(unaligned)";
         rc = MF_OK;
+    } else if (uniform && t->runs[run].action == MF_GUARD) {
+        return access_guarded(f, t, acc, t->runs[run].rule, res);
     } else if (uniform) {
-        rc = access_uniform(f, t, acc, run, res, &why, detail);
+        rc = access_uniform(f, t, acc, run, res, &why);
     } else {
         struct plan p;
         make_plan(t, acc, run, &p);
@@ -294,7 +307,7 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
     /* an event for every outcome but a plain pass, and for an audited pass */
     if (rc == MF_OK && why)
         mf_ring_push(&f->ring, f->bar, acc, acc->is_write ? acc->value : res->value,
-                     res->outcome, why, detail);
+                     res->outcome, why, NULL);
     return rc;
 }
 
