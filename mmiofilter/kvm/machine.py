@@ -345,7 +345,9 @@ class Machine:
 
     def update_policy(self, window: BarWindow, policy: Policy) -> None:
         """Swap a BAR's policy with every vCPU paused, remapping the pages whose trapping
-        changed: no vCPU sees the new table through the old mappings or the reverse."""
+        changed: no vCPU sees the new table through the old mappings or the reverse. Each
+        call pauses the guest: calls back to back, with no pause between them, leave the
+        vCPUs no time in the guest."""
         if window.filter is None:
             raise ValueError("a floor window has no policy")
         with self.paused():
