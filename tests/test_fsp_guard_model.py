@@ -41,6 +41,28 @@ def nvdm_named(detail: str) -> int | None:
     return None if m is None else int(m.group(1), 16)
 
 
+def decide_both(
+    f: mf.BarFilter,
+    m: FspGuardModel,
+    msim: SimFsp,
+    offset: int,
+    width: int,
+    is_write: bool,
+    value: int = 0,
+) -> tuple[mf.Result, list[mf.Event], str]:
+    """One access through the C filter and through the model (over its own SimFsp); they must
+    decide it alike: outcome, value and the NVDM type the reason names. Returns the C result,
+    its events and the last event's reason."""
+    want = m.access(offset, width, is_write, value, msim)
+    got = f.access(offset, width, is_write, value)
+    events = f.drain_events()
+    detail = events[-1].detail if events else ""
+    where = f"{'W' if is_write else 'R'} {offset:#x}/{width} {value:#x}"
+    assert (got.outcome, got.value) == want[:2], f"{where}: C {got} {detail!r}, model {want}"
+    assert nvdm_named(detail) == nvdm_named(want[2]), f"{where}: C {detail!r}, model {want}"
+    return got, events, detail
+
+
 @dataclass
 class Twin:
     """A bar for FspDriver: every access goes to the C filter and to the model, each over its
@@ -71,13 +93,7 @@ class Twin:
         self.m.arm(self.msim)  # the filter armed the C guard as it was made
 
     def access(self, offset: int, width: int, is_write: bool, value: int = 0) -> mf.Result:
-        want = self.m.access(offset, width, is_write, value, self.msim)
-        got = self.f.access(offset, width, is_write, value)
-        events = self.f.drain_events()
-        detail = events[-1].detail if events else ""
-        where = f"{'W' if is_write else 'R'} {offset:#x}/{width} {value:#x}"
-        assert (got.outcome, got.value) == want[:2], f"{where}: C {got} {detail!r}, model {want}"
-        assert nvdm_named(detail) == nvdm_named(want[2]), f"{where}: C {detail!r}, model {want}"
+        got, _, detail = decide_both(self.f, self.m, self.msim, offset, width, is_write, value)
         self.details.append(detail)
         return got
 
