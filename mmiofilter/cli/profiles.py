@@ -9,6 +9,7 @@ from typing import Any
 
 from ..devices import profiles
 from ..devices.nvidia import NvidiaProfile
+from ..guards import FspGuard
 from ..rules import Rule
 from .base import CliError, register
 from .source import add_source_argument, load_source
@@ -19,14 +20,19 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _rule(r: Rule) -> dict[str, Any]:
-    return {"name": r.name, "bar": r.bar, "start": r.start, "size": r.size, "action": r.action,
-            "value": r.value, "mask": r.mask, "priority": r.priority}  # fmt: skip
+    d = {"name": r.name, "bar": r.bar, "start": r.start, "size": r.size, "action": r.action,
+         "value": r.value, "mask": r.mask, "priority": r.priority}  # fmt: skip
+    if isinstance(r, FspGuard):
+        d.update(kind=r.kind, registers=r.register_ranges(), deny_types=sorted(r.deny_types))
+    return d
 
 
 def _rule_line(r: Rule) -> str:
     extra = f" mask={r.mask:#x} value={r.value:#x}" if r.action == "mask" else ""
     extra += f" value={r.value:#x}" if r.action == "emulate" else ""
     extra += f" priority={r.priority}" if r.priority else ""
+    if isinstance(r, FspGuard):
+        extra += f" kind={r.kind} deny_types={','.join(f'{t:#04x}' for t in sorted(r.deny_types))}"
     return f"  BAR{r.bar} [{r.start:#x}, {r.end:#x})  {r.action:<8} {r.name}{extra}"
 
 
