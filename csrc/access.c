@@ -73,14 +73,6 @@ static void make_plan(struct mf_table *t, const struct mf_access *acc, size_t ru
 static bool read_passes(uint8_t action) { return action <= MF_MASK; }
 static bool write_blocked(uint8_t action) { return action >= MF_READONLY && action != MF_MASK; }
 
-static uint64_t fill_value(uint8_t fill, unsigned width)
-{
-    uint64_t v = 0;
-    for (unsigned k = 0; k < width; k++)
-        v |= (uint64_t)fill << (8 * k);
-    return v;
-}
-
 /* Access the bytes selected by `sel` (bit k = byte k) in naturally aligned chunks: at
  * position p in a run ending at e, the widest w of 8, 4, 2, 1 with p % w == 0 and p + w <= e.
  * Aligned chunks are the accesses every PCI device must accept. For reads, the bytes read are
@@ -153,7 +145,7 @@ static int do_read(struct mf_filter *f, struct mf_table *t, const struct mf_acce
         return MF_OK;
     }
     if (t->cfg.partial == MF_PARTIAL_DENY) {
-        res->value = fill_value(t->cfg.fill, w);
+        res->value = mf_fill_value(t->cfg.fill, w);
         res->outcome = MF_BLOCKED;
         return MF_OK;
     }
@@ -224,7 +216,7 @@ static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct 
         *why = name;
         if (action == MF_DENY) {
             res->outcome = MF_BLOCKED;
-            res->value = fill_value(t->cfg.fill, w);
+            res->value = mf_fill_value(t->cfg.fill, w);
             return MF_OK;
         }
         const struct mf_crule *c = &t->rules[r];
@@ -291,7 +283,7 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
         struct plan p;
         make_plan(t, acc, run, &p); /* for the hit counters: the bytes were still touched */
         res->outcome = MF_BLOCKED;
-        res->value = acc->is_write ? 0 : fill_value(t->cfg.fill, acc->width);
+        res->value = acc->is_write ? 0 : mf_fill_value(t->cfg.fill, acc->width);
         why = "(unaligned)";
         rc = MF_OK;
     } else if (uniform && t->runs[run].action == MF_GUARD) {

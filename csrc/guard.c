@@ -11,7 +11,6 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "guard.h"
 
@@ -72,7 +71,9 @@ void mf_guards_arm(struct mf_table *t, const struct mf_backend *dev)
         if (atomic_load(&s->armed))
             continue; /* adopted: it has been watching all along */
         if (g->cls->arm) {
-            struct mf_guard_call call = {.dev = dev, .spec = &g->spec, .state = s->impl};
+            char unused[MF_DETAIL_MAX] = "";
+            struct mf_guard_call call = {.dev = dev, .spec = &g->spec, .state = s->impl,
+                                         .detail = unused};
             g->cls->arm(&call); /* no access can reach an unarmed state: no lock needed */
         }
         atomic_store(&s->armed, true);
@@ -94,9 +95,7 @@ static void unlock(struct mf_guard_state *s)
 int mf_guard_access(struct mf_filter *f, struct mf_table *t, const struct mf_guard *g,
                     const struct mf_access *acc, struct mf_result *res, char *detail)
 {
-    uint64_t bytefill = 0;
-    for (unsigned k = 0; k < acc->width; k++)
-        bytefill |= (uint64_t)t->cfg.fill << (8 * k);
+    const uint64_t bytefill = mf_fill_value(t->cfg.fill, acc->width);
     res->value = acc->is_write ? 0 : bytefill;
     res->outcome = MF_BLOCKED;
     /* Registers are 32 bits: a narrower, wider or misaligned access would reach a part of a
@@ -123,14 +122,10 @@ int mf_guard_access(struct mf_filter *f, struct mf_table *t, const struct mf_gua
     call.outcome = MF_BLOCKED;
     call.result = 0;
     call.device_error = false;
-    call.detail[0] = '\0'; /* set only on a refusal or an emulation */
+    call.detail = detail; /* the guard writes its reason straight into the event's */
     lock(s);
     g->cls->access(&call);
     unlock(s);
-    if (call.detail[0]) {
-        call.detail[MF_DETAIL_MAX - 1] = '\0';
-        memcpy(detail, call.detail, strlen(call.detail) + 1);
-    }
     res->outcome = call.outcome;
     if (call.outcome == MF_BLOCKED)
         res->value = acc->is_write ? 0 : bytefill;

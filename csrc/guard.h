@@ -34,7 +34,7 @@ struct mf_guard_call {
     uint8_t outcome;   /* MF_PASS: the device saw exactly this access; MF_BLOCKED; MF_EMULATED */
     uint32_t result;   /* read: what the guest gets; write: what reached the device */
     bool device_error; /* a device access failed (state left fail-closed) */
-    char detail[MF_DETAIL_MAX];
+    char *detail;      /* MF_DETAIL_MAX bytes: the reason an event gives, set on refusals */
 };
 
 struct mf_guard_class {

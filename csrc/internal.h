@@ -114,6 +114,15 @@ static inline size_t mf_find_run(const struct mf_table *t, uint64_t off)
     return mf_search_runs(t, 0, t->nruns, off);
 }
 
+/* `width` fill bytes, little-endian: what a refused read returns. */
+static inline uint64_t mf_fill_value(uint8_t fill, unsigned width)
+{
+    uint64_t v = 0;
+    for (unsigned k = 0; k < width; k++)
+        v |= (uint64_t)fill << (8 * k);
+    return v;
+}
+
 /* Layout: fills t->areas, t->trapped_pages, t->collateral (layout.c). */
 int mf_layout_compute(struct mf_table *t);
 

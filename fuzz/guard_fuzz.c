@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_input.h"
 #include "mmiofilter.h"
 
 #define BAR_SIZE 0x10000u
@@ -80,18 +81,6 @@ static int tracing = -1;
             fprintf(stderr, __VA_ARGS__);                                                     \
     } while (0)
 
-struct input {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint64_t take(struct input *in, unsigned bytes)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < bytes && in->n; i++, in->p++, in->n--)
-        v |= (uint64_t)*in->p << (8 * i);
-    return v;
-}
 
 static uint32_t le32(const uint8_t *b)
 {
