@@ -8,7 +8,7 @@
  * protocol's interesting ones), the driver's whole send and receive sequences, the FSP taking
  * packets and replying (at once or later), policy swaps, filter restarts and device faults.
  * Every access goes through mf_access() over a callback backend: a simulated FSP written here
- * from docs/fsp-guard.md and mmiofilter/testing/fsp.py (SimFsp), sharing no code with the
+ * from docs/fsp-guard.md and mmiofilter/simulated/fsp.py (SimFsp), sharing no code with the
  * guard. The FSP checks what it receives, and the harness aborts with a message naming the
  * broken property:
  *

@@ -12,7 +12,7 @@ import pytest
 import mmiofilter as mf
 from mmiofilter.devices import load_policy_file
 from mmiofilter.guards import GH100_EMEMC0, GH100_MSGQ_HEAD0, GH100_QUEUE_HEAD0
-from mmiofilter.testing.fsp import (
+from mmiofilter.simulated.fsp import (
     AINCW,
     ERR_NOT_SUPPORTED,
     ERR_OK,

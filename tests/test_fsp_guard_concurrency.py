@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 
 import mmiofilter as mf
-from mmiofilter.testing.fsp import ERR_NOT_SUPPORTED, ERR_OK, FspDriver, SimFsp
+from mmiofilter.simulated.fsp import ERR_NOT_SUPPORTED, ERR_OK, FspDriver, SimFsp
 
 BAR = 16 << 20
 FW, COT, PRC, INFOROM = 0x12, 0x14, 0x13, 0x17

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import mmiofilter as mf
 from mmiofilter.guards import GH100_EMEMC0, GH100_MSGQ_HEAD0, GH100_QUEUE_HEAD0, FspGuard
-from mmiofilter.testing.fsp import (
+from mmiofilter.simulated.fsp import (
     AINCW,
     ERR_NOT_SUPPORTED,
     NVDM_FSP_RESPONSE,
@@ -297,7 +297,7 @@ def test_a_packet_the_fsp_answered_over_is_refused() -> None:
 WRAP = """
 import mmiofilter as mf
 from mmiofilter.guards import FspGuard, GH100_QUEUE_HEAD0 as Q
-from mmiofilter.testing.fsp import SimFsp
+from mmiofilter.simulated.fsp import SimFsp
 sim = SimFsp()
 f = mf.BarFilter(16 << 20, mf.Policy([FspGuard.at("fsp")]), sim.backend(), page_size=4096)
 f.write(Q + 4, 4, 0x100)  # QUEUE_TAIL(0) = 0x100, held

@@ -32,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import mmiofilter as mf
 from mmiofilter.guards import GH100_EMEMC0, GH100_MSGQ_HEAD0, GH100_QUEUE_HEAD0, FspGuard
-from mmiofilter.testing.fsp import (
+from mmiofilter.simulated.fsp import (
     AINCR,
     AINCW,
     EOM,

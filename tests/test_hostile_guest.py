@@ -18,7 +18,7 @@ from mmiofilter.devices import attach, load_policy_file
 from mmiofilter.devices.devinfo import DeviceInfoError
 from mmiofilter.devices.devinfo_encode import table_words
 from mmiofilter.devices.regmap import load_map
-from mmiofilter.testing.gpu import SimulatedBar, apply_gv100_isolation, simulated_bar0
+from mmiofilter.simulated.gv100 import SimulatedBar, apply_gv100_isolation, simulated_bar0
 
 IOCTRL = 18
 IOCTRL_BASE = 0xA00000

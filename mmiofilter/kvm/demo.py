@@ -18,7 +18,7 @@ from ..backends import MemoryBackend
 from ..devices import attach, load_policy_file
 from ..filter import BarFilter
 from ..results import Event
-from ..testing.gpu import SimulatedBar, apply_gv100_isolation, simulated_bar0
+from ..simulated.gv100 import SimulatedBar, apply_gv100_isolation, simulated_bar0
 from .program import Program, parse_transcript
 
 BAR_GPA = 0xC0000000
