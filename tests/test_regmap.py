@@ -54,22 +54,45 @@ def test_regions_are_categorised_and_inside_their_bar(shipped: RegisterMap) -> N
 def test_gv100_facts() -> None:
     m = load_map("gv100")
     assert m.bar(0).size == 16 << 20
-    for dev in (0x1DB1, 0x1DB4, 0x1DB5, 0x1DB6):
+    v100 = (0x1DB1, 0x1DB2, 0x1DB3, 0x1DB4, 0x1DB5, 0x1DB6, 0x1DB7, 0x1DB8, 0x1DF0, 0x1DF2, 0x1DF5)
+    for dev in (*v100, 0x1DF6):
         assert m.matches(0x10DE, dev)
     assert not m.matches(0x10DE, 0x2330)
+    # The isolation sequence is stated for SXM2 parts: every other part says it is unverified.
+    for d in m.devices:
+        assert ("SXM2" in (d.name or "")) == (d.note == ""), hex(d.device)
     pmc = m.find("NV_PMC_ENABLE")
     assert (pmc.offset, pmc.size, pmc.category) == (0x200, 4, "nvlink")
-    assert pmc.field("NVLINK").mask == 0x02000000
-    assert m.find("NVLINK_LINK_DISABLE").offset == 0xA00148
-    assert m.find("NVLINK_LINK_DISABLE").field("LINK_DISABLE").mask == 0x003F0000
-    assert m.find("NVLINK_ISOLATE_12004C").value("ISOLATED") == 0x4
-    assert m.find("NVLINK_ISOLATE_122204").value("ISOLATED") == 0x2
+    assert pmc.field("NVLINK").mask == 0x02000000 and "dev_master.ref.txt" in pmc.source
+    links = m.find("NVLINK_LINK_DISABLE")
+    assert links.offset == 0xA00148 and links.field("LINK_DISABLE").mask == 0x003F0000
+    # The ring registers are what nvgpu's headers say, and no option protects them.
+    ring = m.find("NV_PPRIV_MASTER_RING_COMMAND")
+    assert (ring.offset, ring.category, ring.field("CMD").mask) == (0x12004C, "other", 0x3F)
+    assert (ring.value("ACK_INTERRUPT"), ring.value("ENUMERATE_AND_START_RING")) == (0x2, 0x4)
+    assert "hw_pri_ringmaster_gv100.h" in ring.source and "gk104_privring_intr" in ring.source
+    decode = m.find("NV_PPRIV_SYS_DECODE_CONFIG")
+    assert (decode.offset, decode.category, decode.value("ISOLATION_SEQUENCE")) == (
+        0x122204,
+        "other",
+        0x2,
+    )
     assert {r.name for r in m.regions_in("nvlink")} == {
         "NV_PMC_ENABLE",
-        "NVLINK_ISOLATE_12004C",
-        "NVLINK_ISOLATE_122204",
         "NVLINK_LINK_DISABLE",
+        "NV_PMINION_FALCON_CPUCTL",
+        "NV_PMINION_FALCON_IMEM_PORTS",
+        "NV_PMINION_FALCON_DMEM_PORTS",
     }
+    cpuctl = m.find("NV_PMINION_FALCON_CPUCTL")
+    imem, dmem = m.find("NV_PMINION_FALCON_IMEM_PORTS"), m.find("NV_PMINION_FALCON_DMEM_PORTS")
+    assert (cpuctl.offset, imem.offset, dmem.offset) == (0xA06100, 0xA06180, 0xA061C0)
+    assert cpuctl.confirmed and not imem.confirmed and not dmem.confirmed
+    pcfg1 = m.find("NV_PCFG1")
+    assert (pcfg1.offset, pcfg1.end, pcfg1.category) == (0x8A000, 0x8B000, "config-mirror")
+    assert "dev_nv_xve3g_fn1.ref.txt" in pcfg1.source
+    boot = m.find("NV_PMC_BOOT_0")
+    assert boot.offset == 0 and boot.confirmed and "dev_master.ref.txt" in boot.source
     pcfg = m.find("NV_PCFG")
     assert (pcfg.offset, pcfg.end, pcfg.category) == (0x88000, 0x89000, "config-mirror")
     prom = m.find("NV_PROM_DATA")

@@ -3,12 +3,14 @@
 What each option protects (the register facts and their sources are in maps/*.toml):
 
 - `nvlink = "isolate"`: the NVLink isolation a host applied before attaching the GPU stays
-  applied. On GV100 the isolation sequence's registers (NVIDIA's 2019 linuxppc-dev patch) keep
-  their values: mask rules force NV_PMC_ENABLE bit 25 and the link-disable bits 21:16 of
-  0xA00148, readonly rules hold 0x12004C and 0x122204. On both chips every NVLink (IOCTRL)
-  unit that the device-info table lists is read-only to the guest, at a higher priority than
-  the mask rules, so a register inside a unit is read-only even where a mask rule also covers
-  it. Units are found by reading the table when the filter is attached.
+  applied. On GV100 (NVIDIA's 2019 linuxppc-dev isolation sequence) a mask rule forces
+  NV_PMC_ENABLE bit 25 (NVLINK) set, and a mask rule forces exactly the link-disable bits of
+  0xA00148 that the host set, read from the device when the filter is attached (the host keeps
+  the links to the CPU enabled; forcing all six would disable them). The ring registers the
+  sequence also writes (0x12004C, 0x122204) are not isolation state: the guest driver acks ring
+  interrupts through 0x12004C, so they pass. The NVLink MINION falcon's code-load ports (IMEM
+  and DMEM) are denied. On both chips every NVLink (IOCTRL) unit that the device-info table
+  lists is read-only to the guest, at a higher priority than the mask rules.
 - `firmware_update = "deny"`: the flash path is write-blocked (GV100: the VBIOS ROM window and
   the SPI controller). On GH100 a firmware update is a message through the FSP mailbox, which
   the guest driver must keep using (it sends a COT message on every boot), so no byte range can
@@ -16,18 +18,24 @@ What each option protects (the register facts and their sources are in maps/*.to
   doorbell of FIRMWARE_UPDATE messages; the rest of the FSP range is audited.
 - `fsp_deny_types` (GH100): more NVDM types the FSP guard refuses, names or numbers
   (`["inforom", 0x18]`); with `firmware_update = "allow"` and no extra type there is no guard.
-- `config_mirror`: the BAR0 mirror of PCI config space (writes through it bypass the VMM's
-  config-space virtualization) is denied, read-only, or left alone.
+- `config_mirror`: the BAR0 mirrors of PCI config space. Guest drivers use them (nouveau's MSI
+  re-arm, the open driver's bus-interface code), and a write through them bypasses the VMM's
+  config-space virtualization. `virtualize` (the default) redirects function 0's mirror to the
+  `config` target, the VMM's config-space emulation (docs/profiles.md); GV100's function-1
+  mirror goes to a `config1` target when the VMM hands one, and is denied otherwise. `deny`,
+  `readonly` and `allow` keep their plain meanings.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from functools import cached_property
+from typing import Any, ClassVar
 
 from ..errors import PolicyError, shown
 from ..guards import NVDM_FIRMWARE_UPDATE, FspGuard, nvdm_type
-from ..rules import Rule
+from ..rules import ACTIONS, Rule
 from .devinfo import find_units
 from .profile import Device, Option, Profile, Resolved
 from .regmap import Region, RegisterMap, load_map
@@ -69,10 +77,25 @@ FSP_DENY = Option(
 )
 CONFIG_MIRROR = Option(
     "config_mirror",
-    ("deny", "readonly", "allow"),
-    "deny",
-    "guest access to the BAR0 mirror of PCI config space",
+    ("virtualize", "deny", "readonly", "allow"),
+    "virtualize",
+    "the BAR0 mirrors of PCI config space: served by the VMM's config emulation (virtualize)",
 )
+
+log = logging.getLogger("mmiofilter")
+
+
+def redirect_rule(region: Region, target: str) -> Rule:
+    """A redirect rule sending `region` to byte 0 of `target` (the mirror is the config space
+    byte for byte)."""
+    if "redirect" not in ACTIONS:
+        raise PolicyError(
+            f'{region.name}: config_mirror = "virtualize" needs the redirect action, which this '
+            "build of mmiofilter does not have (choose deny, readonly or allow)"
+        )
+    # Built by keyword so this module does not depend on the Rule fields of one build.
+    redirect: dict[str, Any] = {"target": target, "target_offset": 0}
+    return Rule(region.name, region.offset, region.size, "redirect", bar=region.bar, **redirect)
 
 
 def outermost(regions: Sequence[Region]) -> list[Region]:
@@ -107,6 +130,9 @@ class NvidiaProfile(Profile):
     """What both chips share: the map, unit discovery, config mirror, firmware blocks."""
 
     family = ""
+    #: config_mirror = "virtualize": mirror block -> the redirect target it goes to. "config"
+    #: is required at attach; any other target is optional, and its mirror is denied without it.
+    mirror_targets: ClassVar[Mapping[str, str]] = {}
     #: Action for the firmware regions when firmware_update = "deny".
     firmware_action = "readonly"
     firmware_warning = ""
@@ -119,8 +145,37 @@ class NvidiaProfile(Profile):
     def ids(self) -> tuple[tuple[int, int], ...]:  # type: ignore[override]
         return tuple((d.vendor, d.device) for d in self.map.devices)
 
-    def isolation_rules(self) -> list[Rule]:
-        return []
+    def isolation_rules(self, device: Device | None) -> tuple[list[Rule], list[str], list[str]]:
+        """(rules, deferred, warnings) of the chip's isolation registers."""
+        return [], [], []
+
+    def mirror_rules(
+        self, choice: str, device: Device | None
+    ) -> tuple[list[Rule], list[str], list[str]]:
+        """(rules, deferred, warnings) for the config-space mirrors under `choice`."""
+        if choice == "allow":
+            return [], [], []
+        mirrors = outermost(self.map.regions_in("config-mirror"))
+        if choice != "virtualize":
+            return region_rules(mirrors, choice), [], []
+        rules: list[Rule] = []
+        deferred: list[str] = []
+        for r in mirrors:
+            target = self.mirror_targets.get(r.name, "config")
+            if target == "config":
+                rules.append(redirect_rule(r, target))
+            elif device is not None and device.targets is not None and target in device.targets:
+                rules.append(redirect_rule(r, target))
+            else:
+                # Another function's config space: only the VMM that virtualizes that function
+                # may answer, and passing it would reach a function this guest may not own.
+                rules.append(Rule(r.name, r.offset, r.size, "deny", bar=r.bar))
+                if device is None or device.targets is None:
+                    deferred.append(
+                        f"{r.name}: redirected to the {target!r} target when the VMM hands one "
+                        "at attach; denied otherwise"
+                    )
+        return rules, deferred, []
 
     def unit_rules(self, device: Device | None) -> tuple[list[Rule], list[str]]:
         spec = self.map.device_info
@@ -146,7 +201,10 @@ class NvidiaProfile(Profile):
         deferred: list[str] = []
         warnings: list[str] = []
         if choices["nvlink"] == "isolate":
-            rules += self.isolation_rules()
+            iso, iso_deferred, iso_warnings = self.isolation_rules(device)
+            rules += iso
+            deferred += iso_deferred
+            warnings += iso_warnings
             units, notes = self.unit_rules(device)
             rules += units
             if device is None or device.read32 is None:
@@ -164,9 +222,19 @@ class NvidiaProfile(Profile):
             warnings += unconfirmed(firmware)
             if self.firmware_warning:
                 warnings.append(self.firmware_warning)
-        if choices["config_mirror"] != "allow":
-            rules += region_rules(self.map.regions_in("config-mirror"), choices["config_mirror"])
-        return Resolved(rules=rules, deferred=deferred, warnings=warnings)
+        mirror, mirror_deferred, mirror_warnings = self.mirror_rules(
+            choices["config_mirror"], device
+        )
+        rules += mirror
+        deferred += mirror_deferred
+        warnings += mirror_warnings
+        sources = {}
+        for r in rules:
+            try:
+                sources[r.name] = self.map.find(r.name).source
+            except KeyError:
+                pass  # rules of discovered units are named for their base, not the map
+        return Resolved(rules=rules, deferred=deferred, warnings=warnings, sources=sources)
 
 
 class Gv100Profile(NvidiaProfile):
@@ -175,20 +243,41 @@ class Gv100Profile(NvidiaProfile):
     family = "gv100"
     options = (NVLINK, FIRMWARE, CONFIG_MIRROR)
 
-    def isolation_rules(self) -> list[Rule]:
+    mirror_targets: ClassVar[Mapping[str, str]] = {"NV_PCFG": "config", "NV_PCFG1": "config1"}
+
+    def isolation_rules(self, device: Device | None) -> tuple[list[Rule], list[str], list[str]]:
         m = self.map
         pmc = m.find("NV_PMC_ENABLE")
-        links = m.find("NVLINK_LINK_DISABLE")
         nvlink_bit = pmc.field("NVLINK").mask
-        disable = links.field("LINK_DISABLE").mask
-        return [
-            Rule(pmc.name, pmc.offset, pmc.size, "mask", mask=nvlink_bit, value=nvlink_bit),
-            Rule(links.name, links.offset, links.size, "mask", mask=disable, value=disable),
-            *(
-                Rule(r.name, r.offset, r.size, "readonly")
-                for r in (m.find("NVLINK_ISOLATE_12004C"), m.find("NVLINK_ISOLATE_122204"))
-            ),
-        ]
+        rules = [Rule(pmc.name, pmc.offset, pmc.size, "mask", mask=nvlink_bit, value=nvlink_bit)]
+        minion = [m.find("NV_PMINION_FALCON_IMEM_PORTS"), m.find("NV_PMINION_FALCON_DMEM_PORTS")]
+        rules += region_rules(minion, "deny")
+        derived = unconfirmed(minion)
+        links = m.find("NVLINK_LINK_DISABLE")
+        field = links.field("LINK_DISABLE").mask
+        if device is None or device.read32 is None:
+            return (
+                rules,
+                [
+                    f"{links.name}: the link-disable bits the host set are read from "
+                    f"{links.offset:#x} when the filter is attached, and exactly those are forced"
+                ],
+                [],
+            )
+        host_set = device.read32(links.offset) & field
+        if not host_set:
+            warning = (
+                f"{links.name} at {links.offset:#x}: the host set no link-disable bit "
+                f"(bits 21:16 read 0): the host has not isolated this GPU's NVLinks, so no "
+                "link-disable bit is protected"
+            )
+            log.warning("%s", warning)
+            return rules, [], [*derived, warning]
+        # Exactly the host's bits: the links it kept (to the CPU, to GPUs of the same group)
+        # stay usable to the guest driver.
+        rules.append(Rule(links.name, links.offset, links.size, "mask", mask=host_set,
+                          value=host_set))  # fmt: skip
+        return rules, [], derived
 
 
 class Gh100Profile(NvidiaProfile):
@@ -196,6 +285,7 @@ class Gh100Profile(NvidiaProfile):
     title = "NVIDIA H100 (GH100): NVLink units, FSP mailbox guard, config mirror"
     family = "gh100"
     options = (NVLINK, FIRMWARE, FSP_DENY, CONFIG_MIRROR)
+    mirror_targets: ClassVar[Mapping[str, str]] = {"NV_EP_PCFGM": "config"}
     #: The FSP range is audited; the guard inside it decides the mailbox.
     firmware_action = "audit"
 

@@ -55,6 +55,7 @@ class PolicyFile:
                 read32=device.read32 if device else None,
                 bar_sizes=device.bar_sizes if device else {},
                 config=self.config,
+                targets=device.targets if device else None,
             )
         resolved = self.profile.resolve(self.choices, device)
         taken = {r.name for r in resolved.rules}

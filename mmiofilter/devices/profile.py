@@ -39,6 +39,9 @@ class Device:
     read32: Callable[[int], int] | None = None
     bar_sizes: Mapping[int, int] = field(default_factory=dict)
     config: ConfigSpace | None = None
+    #: The names of the redirect targets the VMM hands the filter (`attach(..., targets=...)`);
+    #: None when not known (a policy checked without a device).
+    targets: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Resolved:
     #: Things the admin must know: a choice that cannot be fully honoured yet, an unconfirmed
     #: register fact the rules rely on.
     warnings: list[str] = field(default_factory=list)
+    #: Where each profile rule's facts come from: rule name -> the register map's `source`.
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 class Profile:
