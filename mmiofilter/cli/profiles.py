@@ -33,6 +33,8 @@ def _rule_line(r: Rule) -> str:
     extra += f" priority={r.priority}" if r.priority else ""
     if isinstance(r, FspGuard):
         extra += f" kind={r.kind} deny_types={','.join(f'{t:#04x}' for t in sorted(r.deny_types))}"
+    if r.action == "redirect":
+        extra += f" -> {getattr(r, 'target', '?')}+{getattr(r, 'target_offset', 0):#x}"
     return f"  BAR{r.bar} [{r.start:#x}, {r.end:#x})  {r.action:<8} {r.name}{extra}"
 
 
@@ -110,7 +112,8 @@ def _run_check(args: argparse.Namespace) -> int:
             "profile": pf.profile.name if pf.profile else None,
             "options": pf.choices,
             "fill": policy.fill, "partial": policy.partial, "unaligned": policy.unaligned,
-            "rules": [_rule(r) for r in policy.rules],
+            "rules": [{**_rule(r), "source": resolved.sources.get(r.name)}
+                      for r in policy.rules],
             "deferred": resolved.deferred, "warnings": resolved.warnings,
         }, indent=2))  # fmt: skip
         return 0
@@ -122,6 +125,8 @@ def _run_check(args: argparse.Namespace) -> int:
     print(f"rules ({len(policy.rules)}):")
     for r in policy.rules:
         print(_rule_line(r))
+        if r.name in resolved.sources:
+            print(f"      source: {' '.join(resolved.sources[r.name].split())}")
     for note in resolved.deferred:
         print(f"deferred: {note}")
     for w in resolved.warnings:

@@ -262,7 +262,7 @@ class Gv100Profile(NvidiaProfile):
                     f"{links.name}: the link-disable bits the host set are read from "
                     f"{links.offset:#x} when the filter is attached, and exactly those are forced"
                 ],
-                [],
+                derived,
             )
         host_set = device.read32(links.offset) & field
         if not host_set:
