@@ -7,14 +7,22 @@ import pytest
 from mmiofilter import cli
 from mmiofilter.kvm import machine as kvm_machine
 from mmiofilter.kvm.demo import run_demo
+from mmiofilter.rules import ACTIONS
+
+# The demo follows the default profile, whose config_mirror = "virtualize" needs the redirect
+# action (helper `seam`); until it is merged these skip. The integrator removes this marker.
+pytestmark = pytest.mark.skipif("redirect" not in ACTIONS, reason="needs the redirect action")
 
 EXPECTED = [
     "masked (NV_PMC_ENABLE)",
-    "blocked (NVLINK_ISOLATE_12004C)",
     "blocked (ioctrl@0xa00000)",
-    "blocked (NV_PCFG)",
+    "blocked (NV_PMINION_FALCON_IMEM_PORTS)",
+    "redirected (NV_PCFG -> config)",
+    "blocked (NV_PCFG1)",
     "blocked (NV_PROM_DATA)",
     "emulated (demo-emulated)",
+    "ok  the guest's ring-interrupt ack reached 0x12004C",
+    "ok  MSI re-arm landed in the VMM's config space at 0x704",
 ]
 
 

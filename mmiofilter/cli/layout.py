@@ -71,9 +71,11 @@ def layout_report(
 ) -> dict[str, Any]:
     """The page layout of one BAR under `policy`, as the C core computes it."""
     # Layout needs no device: a backend that reads 0 lets a 64 GiB BAR be described.
-    f = BarFilter(
-        size, policy, CallbackBackend(_zero_read, _ignore_write), bar=bar, page_size=page_size
-    )
+    nothing = CallbackBackend(_zero_read, _ignore_write)
+    # Redirect targets (the VMM's config space) are the VMM's to hand; layout touches none.
+    targets = {getattr(r, "target", ""): nothing for r in policy.for_bar(bar) if r.action == "redirect"}
+    extra: dict[str, Any] = {"targets": targets} if targets else {}
+    f = BarFilter(size, policy, nothing, bar=bar, page_size=page_size, **extra)
     lay = f.layout
     trapped: list[tuple[int, int]] = []  # the complement of the direct areas
     pos = 0

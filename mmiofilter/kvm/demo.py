@@ -1,11 +1,13 @@
 """`mmiofilter demo`: a guest against a simulated V100 BAR0 under the default V100 policy.
 
 The host side: a memfd the size of BAR0 holding a device-info table with an NVLink (IOCTRL)
-unit, with NVIDIA's isolation sequence applied; the filter is attached with the default
-`nvidia-gv100` profile (plus one demo rule that emulates a register). The guest side: the
-firmware runs a driver-like sequence — registers on direct pages, allowed registers in trapped
-pages, then every protected register it should not touch — and reports what it saw. Without
-/dev/kvm the same sequence goes through the Python API, and the demo says so.
+unit, with NVIDIA's isolation sequence applied (the host keeps the links to the CPU); the
+filter is attached with the default `nvidia-gv100` profile (plus one demo rule that emulates a
+register), and the VMM hands it its config-space emulation as the `config` target. The guest
+side: the firmware runs a driver-like sequence — registers on direct pages, what the public
+drivers do (ring-interrupt ack, MSI re-arm through the config mirror), then every protected
+register it should not touch — and reports what it saw. Without /dev/kvm the same sequence goes
+through the Python API, and the demo says so.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from ..backends import MemoryBackend
 from ..devices import attach, load_policy_file
 from ..filter import BarFilter
 from ..results import Event
-from ..simulated.gv100 import SimulatedBar, apply_gv100_isolation, simulated_bar0
+from ..rules import Rule
+from ..simulated.gv100 import SimulatedBar, SimulatedConfig, apply_gv100_isolation, simulated_bar0
 from .program import Program, parse_transcript
 
 BAR_GPA = 0xC0000000
 IOCTRL_TYPE, IOCTRL_BASE = 18, 0xA00000
+KEEP = 0x030000  # the host keeps links 0 and 1 (to the CPU): it disables 2..5 (0x3C0000)
 LOOP = 1000
 POLICY = """
 profile = "nvidia-gv100"
@@ -51,12 +55,13 @@ STEPS = (
     Step("read NV_PMC_ENABLE", False, 0x200),
     Step("clear NV_PMC_ENABLE (the NVLINK bit must stay set)", True, 0x200, 0),
     Step("read NV_PMC_ENABLE back", False, 0x200),
-    Step("undo isolation: write 0 to 0x12004C", True, 0x12004C, 0),
-    Step("undo isolation: write 0 to 0x122204", True, 0x122204, 0),
+    Step("ack a ring interrupt (nouveau gk104_privring_intr)", True, 0x12004C, 0x2),
     Step("re-enable the links: clear 0xA00148", True, 0xA00148, 0),
     Step("write inside the NVLink unit found at attach", True, 0xA00200, 0xDEAD),
-    Step("read the config-space mirror NV_PCFG", False, 0x88000),
-    Step("write the config-space mirror", True, 0x88004, 0x7),
+    Step("load code into the NVLink MINION (IMEMD)", True, 0xA06184, 0xC0DE),
+    Step("read the config mirror NV_PCFG (VMM's view)", False, 0x88000),
+    Step("re-arm MSI: NV_PCFG + 0x704 (gp100_pci_msi_rearm)", True, 0x88704, 0),
+    Step("write function 1's config mirror NV_PCFG1", True, 0x8A004, 0x7),
     Step("read the VBIOS window NV_PROM_DATA", False, 0x300000),
     Step("write the VBIOS window (1 byte)", True, 0x300000, 0xFF, 1),
     Step("write the SPI flash controller", True, 0xE5A0, 1),
@@ -68,19 +73,22 @@ Print = Callable[[str], None]
 
 def _bar() -> SimulatedBar:
     bar = simulated_bar0("gv100", [(IOCTRL_TYPE, IOCTRL_BASE)])
-    apply_gv100_isolation(bar)
+    apply_gv100_isolation(bar, keep=KEEP)
     bar.write32(0x0, 0x140000A1)  # a chip ID for the guest to read (a made-up value)
     bar.buf[0x300000:0x300004] = b"\x55\xaa\x40\xe9"  # an option-ROM signature in the VBIOS
-    bar.write32(0x88000, 0x1DB110DE)  # the mirror shows the config IDs
+    bar.write32(0x88000, 0x1DB110DE)  # the device's own mirror shows the config IDs
     return bar
 
 
-def _intact(bar: SimulatedBar, snapshot: dict[str, bytes]) -> list[tuple[str, bool]]:
+def _intact(
+    bar: SimulatedBar, config: SimulatedConfig, snapshot: dict[str, bytes]
+) -> list[tuple[str, bool]]:
     return [
         ("NV_PMC_ENABLE bit 25 (NVLINK) set", bool(bar.read32(0x200) & 0x02000000)),
-        ("0x12004C = 0x4", bar.read32(0x12004C) == 0x4),
-        ("0x122204 = 0x2", bar.read32(0x122204) == 0x2),
-        ("0xA00148 link-disable bits 21:16 set", bar.read32(0xA00148) & 0x3F0000 == 0x3F0000),
+        ("0xA00148: the link-disable bits the host set (0x3c0000) set",
+         bar.read32(0xA00148) & 0x3F0000 == 0x3C0000),
+        ("the guest's ring-interrupt ack reached 0x12004C", bar.read32(0x12004C) & 0x3F == 0x2),
+        ("MSI re-arm landed in the VMM's config space at 0x704", (0x704, 4, 0) in config.writes),
         *((f"{name} unchanged", bytes(bar.buf[a : a + n]) == snapshot[name])
           for name, (a, n) in REGIONS.items()),
     ]  # fmt: skip
@@ -88,10 +96,19 @@ def _intact(bar: SimulatedBar, snapshot: dict[str, bytes]) -> list[tuple[str, bo
 
 REGIONS = {
     "NVLink unit": (IOCTRL_BASE, 0x1000),
-    "NV_PCFG": (0x88000, 0x1000),
+    "MINION code-load ports": (0xA06180, 0x80),
+    "device's NV_PCFG (the guest sees the VMM's)": (0x88000, 0x1000),
+    "NV_PCFG1": (0x8A000, 0x1000),
     "VBIOS window": (0x300000, 0x1000),
     "SPI flash controller": (0xE4A0, 0x114),
 }
+
+
+def _redirect(f: BarFilter, offset: int) -> Rule | None:
+    for r in f.policy.rules:
+        if r.action == "redirect" and r.start <= offset < r.end:
+            return r
+    return None
 
 
 def _outcomes(f: BarFilter, events: list[Event]) -> list[str]:
@@ -103,9 +120,12 @@ def _outcomes(f: BarFilter, events: list[Event]) -> list[str]:
         if any(off <= s.offset < off + n for off, n in direct):
             out.append("direct, no exit")
             continue
+        redirect = _redirect(f, s.offset)
         if pending and pending[0].offset == s.offset and pending[0].is_write == s.write:
             e = pending.pop(0)
             out.append(f"{e.outcome.value} ({e.rule})")
+        elif redirect is not None:  # counted, not an event
+            out.append(f"redirected ({redirect.name} -> {getattr(redirect, 'target', '?')})")
         else:
             out.append("pass")
     return out
@@ -140,9 +160,12 @@ def _run_guest(f: BarFilter, say: Print) -> tuple[list[int | None], int, int] | 
 def run_demo(say: Print = print) -> bool:
     """Run the demo; True when every protection held."""
     bar = _bar()
+    config = SimulatedConfig()  # the VMM's config-space emulation
     snapshot = {name: bytes(bar.buf[a : a + n]) for name, (a, n) in REGIONS.items()}
-    f, resolved = attach(load_policy_file(POLICY), MemoryBackend(bar.buf), bar.size,
-                         page_size=4096, ring_capacity=4096)  # fmt: skip
+    # KVM maps the direct pages from the BAR's memory: plain memory here, so the ring
+    # command register keeps the ack the guest wrote rather than completing it.
+    f, resolved = attach(load_policy_file(POLICY), MemoryBackend(bar.buf), bar.size, page_size=4096,
+                         ring_capacity=4096, targets={"config": config.backend()})  # fmt: skip
     say("mmiofilter demo: a guest driver against a simulated Tesla V100 BAR0 (16 MiB)")
     lay = f.layout
     say(f"policy: nvidia-gv100 defaults + 1 demo rule -> {len(f.policy.rules)} rules, "
@@ -170,7 +193,7 @@ def run_demo(say: Print = print) -> bool:
         say(f"guest MMIO accesses: {accesses:,}; MMIO exits: {exits:,} (direct pages cost none: "
             f"{LOOP:,} reads of a direct page took no exit, {LOOP:,} of a trapped one took "
             f"{LOOP:,})")  # fmt: skip
-    checks = _intact(bar, snapshot)
+    checks = _intact(bar, config, snapshot)
     say("after the guest:")
     for what, ok in checks:
         say(f"  {'ok ' if ok else 'BROKEN'} {what}")
