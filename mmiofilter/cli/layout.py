@@ -73,7 +73,8 @@ def layout_report(
     # Layout needs no device: a backend that reads 0 lets a 64 GiB BAR be described.
     nothing = CallbackBackend(_zero_read, _ignore_write)
     # Redirect targets (the VMM's config space) are the VMM's to hand; layout touches none.
-    targets = {getattr(r, "target", ""): nothing for r in policy.for_bar(bar) if r.action == "redirect"}
+    redirects = [r for r in policy.for_bar(bar) if r.action == "redirect"]
+    targets = {getattr(r, "target", ""): nothing for r in redirects}
     extra: dict[str, Any] = {"targets": targets} if targets else {}
     f = BarFilter(size, policy, nothing, bar=bar, page_size=page_size, **extra)
     lay = f.layout
