@@ -35,12 +35,20 @@ def probe_device(
     )
 
 
-def _check_targets(policy: Policy, bar: int, given: Mapping[str, Backend], where: str) -> None:
+def _check_targets(
+    policy: Policy, bar: int, given: Mapping[str, Backend], where: str
+) -> dict[str, Backend]:
     """Every redirect rule of this BAR names a target the VMM handed over: say which is missing
-    and what to do, before the filter exists."""
+    and what to do, before the filter exists. Returns the targets the rules use."""
+    for name, b in given.items():
+        if not isinstance(b, Backend):
+            raise TypeError(f"target {name!r}: expected a backend, not {type(b).__name__}")
+    used: dict[str, Backend] = {}
     for r in policy.for_bar(bar):
+        if r.action != "redirect":
+            continue
         target = getattr(r, "target", None)
-        if r.action == "redirect" and target not in given:
+        if not isinstance(target, str) or target not in given:
             raise PolicyError(
                 f"{where}: rule {r.name!r} redirects to target {target!r}, which attach() was "
                 f"not given (targets: {', '.join(sorted(given)) or 'none'}). Hand the VMM's "
@@ -48,9 +56,8 @@ def _check_targets(policy: Policy, bar: int, given: Mapping[str, Backend], where
                 "(mmiofilter.devices.targets.open_config_target), as "
                 f'targets={{{target!r}: backend}}; or choose config_mirror = "deny"'
             )
-    for name, b in given.items():
-        if not isinstance(b, Backend):
-            raise TypeError(f"target {name!r}: expected a backend, not {type(b).__name__}")
+        used[target] = given[target]
+    return used
 
 
 def attach(
@@ -69,9 +76,10 @@ def attach(
     given = dict(targets or {})
     device = probe_device(backend, size, bar, frozenset(given))
     policy, resolved = policy_file.resolve(device)
-    _check_targets(policy, bar, given, policy_file.where)
-    # Only a filter with redirect rules needs its targets.
-    extra: dict[str, Any] = {"targets": given} if given else {}
+    used = _check_targets(policy, bar, given, policy_file.where)
+    # The filter gets the targets its redirect rules use (a `config1` the profile routed
+    # nothing to is not the filter's business).
+    extra: dict[str, Any] = {"targets": used} if used else {}
     f = BarFilter(
         size, policy, backend, bar=bar, page_size=page_size, ring_capacity=ring_capacity, **extra
     )
