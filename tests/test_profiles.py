@@ -212,3 +212,29 @@ def test_cli_layout_of_a_profile_at_64k(capsys: pytest.CaptureFixture[str]) -> N
     every = run_json(capsys, "layout", "nvidia-gv100", "-o", "firmware_update=allow")
     assert [x["page_size"] for x in every["layouts"]] == [4096, 16384, 65536]  # type: ignore[attr-defined]
     assert cli.main(["layout", "nvidia-gv100", "-o", "bogus"]) == 2
+
+
+def test_a_non_sxm2_v100_is_told_the_sequence_is_unverified(tmp_path: Path) -> None:
+    from mmiofilter.simulated.gv100 import gv100_config_space
+
+    for dev, unverified in ((0x1DB4, True), (0x1DF5, False)):
+        (tmp_path / "config").write_bytes(gv100_config_space(dev))
+        (tmp_path / "v100.toml").write_text('config = "config"\n' + DENY_MIRROR)
+        pf = load_policy_file(tmp_path / "v100.toml")
+        assert pf.profile is not None and pf.profile.name == "nvidia-gv100"
+        _, resolved = pf.resolve(None)
+        said = [w for w in resolved.warnings if "unverified" in w]
+        assert bool(said) == unverified, hex(dev)
+
+
+def test_check_prints_each_profile_rule_with_its_source(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["check", "nvidia-gv100", "-o", "config_mirror=deny"]) == 0
+    out = capsys.readouterr().out
+    assert "NV_PMC_ENABLE" in out and "volta/gv100/dev_master.ref.txt" in out
+    assert "NV_PMINION_FALCON_IMEM_PORTS" in out and "gpu-admin-tools" in out
+    assert "0x12004c" not in out.split("deferred")[0]  # the ring registers have no rule
+    checked = run_json(capsys, "check", "nvidia-gv100", "-o", "config_mirror=deny")
+    sources = {r["name"]: r["source"] for r in checked["rules"]}  # type: ignore[attr-defined]
+    assert "dev_nv_xve3g_fn1.ref.txt" in sources["NV_PCFG1"]

@@ -149,6 +149,18 @@ class NvidiaProfile(Profile):
         """(rules, deferred, warnings) of the chip's isolation registers."""
         return [], [], []
 
+    def part_notes(self, device: Device | None) -> list[str]:
+        """What the map says about this very part (e.g. that the isolation sequence is stated
+        for other parts), when the device's config space says which part it is."""
+        if device is None or device.config is None:
+            return []
+        ids = (device.config.vendor, device.config.device)
+        return [
+            f"{d.vendor:04x}:{d.device:04x} {d.name or ''}: {d.note}".replace("  ", " ")
+            for d in self.map.devices
+            if (d.vendor, d.device) == ids and d.note
+        ]
+
     def mirror_rules(
         self, choice: str, device: Device | None
     ) -> tuple[list[Rule], list[str], list[str]]:
@@ -205,6 +217,7 @@ class NvidiaProfile(Profile):
             rules += iso
             deferred += iso_deferred
             warnings += iso_warnings
+            warnings += self.part_notes(device)
             units, notes = self.unit_rules(device)
             rules += units
             if device is None or device.read32 is None:
