@@ -73,21 +73,26 @@ def test_driver_scenario_passes_under_the_default_profile(
     v100: SimulatedBar, scenario: Scenario
 ) -> None:
     config = SimulatedConfig()
+    shadow = bytearray(config.data)  # the VMM's config space as the driver's accesses change it
     f = filter_for(v100, config=config.backend())
     mirror_before = bytes(v100.buf[NV_PCFG:MIRROR_END])
     played = run(scenario, f)
     assert played
+    landed = iter(config.writes)
     for p in played:
         where = f"{scenario.function}: {'write' if p.is_write else 'read'} {p.offset:#x}"
         if in_mirror(p.offset):
             assert p.result.outcome is mf.Outcome.REDIRECTED, where
             cfg = p.offset - NV_PCFG
             if p.is_write:
-                assert config.writes and config.writes[-1] == (cfg, p.width, p.value), where
+                assert next(landed) == (cfg, p.width, p.value), where  # one write, in order
+                shadow[cfg : cfg + p.width] = p.value.to_bytes(p.width, "little")
             else:
-                assert p.value == int.from_bytes(config.data[cfg : cfg + p.width], "little")
+                assert p.value == int.from_bytes(shadow[cfg : cfg + p.width], "little"), where
         else:
             assert p.result.outcome is mf.Outcome.PASS, where
+    assert next(landed, None) is None  # nothing else reached the config space
+    assert config.data == shadow
     # Virtualized accesses are counted, not events; the device's own mirror is never touched.
     assert f.drain_events() == []
     assert bytes(v100.buf[NV_PCFG:MIRROR_END]) == mirror_before
