@@ -34,6 +34,24 @@
 extern "C" {
 #endif
 
+/* ---- version --------------------------------------------------------------------------
+ *
+ * The one source of the project's version: the Python package (mmiofilter.__version__,
+ * pyproject's version), the shared library's name and mmiofilter.pc are all read from these
+ * three numbers. The soname changes with MF_VERSION_MAJOR. */
+#define MF_VERSION_MAJOR 0
+#define MF_VERSION_MINOR 1
+#define MF_VERSION_PATCH 0
+#define MF_VERSION_STR_(x) #x
+#define MF_VERSION_XSTR_(x) MF_VERSION_STR_(x)
+#define MF_VERSION_STRING                                                                      \
+    MF_VERSION_XSTR_(MF_VERSION_MAJOR) "." MF_VERSION_XSTR_(MF_VERSION_MINOR) "."              \
+    MF_VERSION_XSTR_(MF_VERSION_PATCH)
+
+/* The version of the library actually loaded ("0.1.0"), which may differ from the header's
+ * MF_VERSION_STRING when a program runs against a newer shared library. */
+const char *mf_version(void);
+
 /* ---- actions, outcomes, error codes ---------------------------------------------------- */
 
 /* Per-byte actions. MF_ALLOW..MF_DENY go from the least to the most restrictive, the order that
