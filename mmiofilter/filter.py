@@ -1,4 +1,4 @@
-"""`BarFilter`: one BAR, its policy and its backend, over the C core (DESIGN §5).
+"""`BarFilter`: one BAR, its policy and its backend, over the C core (contract §5).
 
 Python validates every argument first, so that a bad call gets a message saying what and
 where; the C core validates again and decides the access. cffi releases the GIL around each C
