@@ -1,7 +1,7 @@
 /*
  * mmiofilter.h - the public C API of the mmiofilter core.
  *
- * What it promises is docs/contract.md, cited below as "contract §n"; the points that leaves
+ * What it promises is docs/contract.md, cited below as "contract §n"; the points it leaves
  * open are numbered in docs/contract-details.md.
  *
  * A VMM traps guest accesses to the pages of a PCI BAR that hold protected registers and hands
