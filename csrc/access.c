@@ -1,5 +1,5 @@
 /*
- * access.c - decide one trapped access byte by byte (DESIGN §3).
+ * access.c - decide one trapped access byte by byte (contract §3).
  *
  * Flow: the VMM took an exit on a trapped page and calls mf_access(). We validate the access
  * (width, range with no wrap, value) and find the run owning its first byte through the page

@@ -5,7 +5,7 @@
  * queues in the FSP's EMEM and announces with a doorbell; the same mailbox carries the COT
  * message of every boot, so no byte range can be blocked. Facts, from NVIDIA's open driver
  * (open-gpu-kernel-modules: arch/hopper/kern_fsp_gh100.c, fsp_mctp_format.h,
- * fsp_nvdm_format.h, fsp_emem_channels.h, nvdm_payload_cmd_response.h; DESIGN §6):
+ * fsp_nvdm_format.h, fsp_emem_channels.h, nvdm_payload_cmd_response.h; docs/fsp-guard.md):
  *
  *   EMEMC(i): OFFS 7:2 and BLK 15:8 (64-dword blocks), so bits 15:2 are a dword address;
  *             AINCW bit 24 and AINCR bit 25 step it by one dword after each EMEMD write/read.

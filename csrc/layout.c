@@ -1,5 +1,5 @@
 /*
- * layout.c - which pages a VMM may map straight into the guest (DESIGN §4).
+ * layout.c - which pages a VMM may map straight into the guest (contract §4).
  *
  * The MMU protects whole pages, so one non-allow byte traps its whole page, and so does a
  * partial last page (a mapping cannot end mid-page). The direct areas are the maximal runs of

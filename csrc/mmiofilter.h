@@ -1,6 +1,9 @@
 /*
  * mmiofilter.h - the public C API of the mmiofilter core.
  *
+ * What it promises is docs/contract.md, cited below as "contract §n"; the points it leaves
+ * open are numbered in docs/contract-details.md.
+ *
  * A VMM traps guest accesses to the pages of a PCI BAR that hold protected registers and hands
  * each trapped access to this core, which decides it byte by byte against a compiled policy and
  * touches the device only with bytes the policy passes. The Python package is one user of this
@@ -33,6 +36,24 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---- version --------------------------------------------------------------------------
+ *
+ * The one source of the project's version: the Python package (mmiofilter.__version__,
+ * pyproject's version), the shared library's name and mmiofilter.pc are all read from these
+ * three numbers. The soname changes with MF_VERSION_MAJOR. */
+#define MF_VERSION_MAJOR 0
+#define MF_VERSION_MINOR 1
+#define MF_VERSION_PATCH 0
+#define MF_VERSION_STR_(x) #x
+#define MF_VERSION_XSTR_(x) MF_VERSION_STR_(x)
+#define MF_VERSION_STRING                                                                      \
+    MF_VERSION_XSTR_(MF_VERSION_MAJOR) "." MF_VERSION_XSTR_(MF_VERSION_MINOR) "."              \
+    MF_VERSION_XSTR_(MF_VERSION_PATCH)
+
+/* The version of the library actually loaded ("0.1.0"), which may differ from the header's
+ * MF_VERSION_STRING when a program runs against a newer shared library. */
+const char *mf_version(void);
 
 /* ---- actions, outcomes, error codes ---------------------------------------------------- */
 
@@ -76,7 +97,7 @@ enum mf_unaligned_mode { MF_UNALIGNED_ALLOW = 0, MF_UNALIGNED_DENY = 1 };
 #define MF_NAME_MAX 64 /* rule names are at most 63 bytes and a NUL */
 #define MF_NO_RULE UINT32_MAX
 
-/* ---- guards (DESIGN §2): stateful rules for protocols carried over MMIO ---------------
+/* ---- guards (contract §2): stateful rules for protocols carried over MMIO -------------
  *
  * A guard rule (action MF_GUARD) names a guard kind and its parameters. It owns a fixed set of
  * 4-byte registers derived from the parameters; every access to one of them goes, in order and
@@ -97,7 +118,7 @@ enum mf_guard_kind { MF_GUARD_FSP = 1 };
 #define MF_FSP_MAX_CHANNELS 8
 #define MF_FSP_EMEM_BYTES 65536 /* EMEMC bits 15:0 address EMEM bytes */
 
-/* NVIDIA FSP mailbox (GH100; DESIGN §6, docs/fsp-guard.md). Registers, as BAR offsets:
+/* NVIDIA FSP mailbox (GH100; docs/fsp-guard.md). Registers, as BAR offsets:
  * EMEMC(i) = emem + 8i, EMEMD(i) = emem + 8i + 4, QUEUE_HEAD(i) = queue + 8i,
  * QUEUE_TAIL(i) = queue + 8i + 4, MSGQ_HEAD(i) = msgq + 8i, MSGQ_TAIL(i) = msgq + 8i + 4, for
  * i < channels. The three blocks must not overlap. */
@@ -160,7 +181,7 @@ const char *mf_table_rule_name(const struct mf_table *t, size_t rule);
 /* Copy the per-rule hit counters (accesses that touched a byte the rule owns) into out[n]. */
 void mf_table_counters(const struct mf_table *t, uint64_t *out, size_t n);
 
-/* ---- page layout (DESIGN §4) ----------------------------------------------------------- */
+/* ---- page layout (contract §4) --------------------------------------------------------- */
 
 struct mf_area {
     uint64_t offset; /* page-aligned */

@@ -2,7 +2,7 @@
  * table.c - compile one BAR's rules into an immutable lookup table.
  *
  * The rules overlap, shadow each other and cross pages; the access path must not care. So
- * compilation resolves ownership once (DESIGN §2: highest priority, then the most restrictive
+ * compilation resolves ownership once (contract §2: highest priority, then the most restrictive
  * action, then the rule listed last) with a sweep over the rule boundaries, producing runs that
  * tile the BAR with one owner each. Then it indexes the pages where more than one run meets.
  *

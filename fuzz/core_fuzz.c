@@ -4,7 +4,7 @@
  * The input is decoded into a BAR size, a page size, a policy and a sequence of accesses (some
  * invalid, some policy updates). Every access goes through mf_access_scalar() over a callback
  * backend that records the device accesses it receives. An independent byte-level model here,
- * written from DESIGN §2-3 and docs/contract-details.md and sharing no code with the core,
+ * written from contract §2-3 and docs/contract-details.md and sharing no code with the core,
  * predicts the outcome, the value and the exact list of device accesses; any difference, or any
  * device access carrying a byte the policy does not pass, aborts.
  */

@@ -1,9 +1,10 @@
 """mmiofilter: a byte-exact userspace MMIO filter for PCI BARs passed through to VMs.
 
-The contract is DESIGN.md (sections 2-5); the points it leaves open are in
+The contract is docs/contract.md; the points it leaves open are decided in
 docs/contract-details.md.
 """
 
+from ._version import __version__
 from .backends import Backend, CallbackBackend, FdBackend, MemoryBackend
 from .errors import AccessError, BackendError, PolicyError
 from .filter import BarFilter
@@ -29,4 +30,5 @@ __all__ = [
     "PolicyError",
     "Result",
     "Rule",
+    "__version__",
 ]

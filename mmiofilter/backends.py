@@ -1,4 +1,4 @@
-"""How the filter reaches the device (DESIGN §1): memory, fd, or a Python callback.
+"""How the filter reaches the device (contract §1): memory, fd, or a Python callback.
 
 A backend only describes the device to the C core; the core does every device access itself
 (exact width, little-endian), so what passes the filter is exactly what the device sees.

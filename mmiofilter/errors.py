@@ -1,4 +1,4 @@
-"""Exceptions of the public API (DESIGN §5)."""
+"""Exceptions of the public API (contract §5)."""
 
 from __future__ import annotations
 

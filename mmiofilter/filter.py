@@ -1,4 +1,4 @@
-"""`BarFilter`: one BAR, its policy and its backend, over the C core (DESIGN §5).
+"""`BarFilter`: one BAR, its policy and its backend, over the C core (contract §5).
 
 Python validates every argument first, so that a bad call gets a message saying what and
 where; the C core validates again and decides the access. cffi releases the GIL around each C
@@ -274,7 +274,7 @@ class BarFilter:
         return outcome
 
     def access(self, offset: int, width: int, is_write: bool, value: int = 0) -> Result:
-        """One access, with its outcome and value (contract details: README)."""
+        """One access, with its outcome and value (docs/contract-details.md)."""
         res = self._do(offset, width, bool(is_write), value)
         return Result(OUTCOME_BY_CODE[res.outcome], int(res.value))
 

@@ -1,4 +1,4 @@
-"""Guards: stateful rules for protocols carried over MMIO (DESIGN §2).
+"""Guards: stateful rules for protocols carried over MMIO (contract §2).
 
 A guard is a rule whose action is "guard": it owns a fixed set of registers and the C core
 hands it every access to them, in order, to decide from the protocol state it keeps. The first
@@ -15,7 +15,8 @@ from typing import ClassVar
 from .errors import PolicyError, shown
 from .rules import Rule
 
-#: NV_PFSP registers of GH100 (open-gpu-kernel-modules, hopper/gh100/dev_fsp_pri.h; DESIGN §6).
+#: NV_PFSP registers of GH100 (open-gpu-kernel-modules, hopper/gh100/dev_fsp_pri.h;
+#: docs/fsp-guard.md).
 GH100_EMEMC0 = 0x8F2AC0
 GH100_QUEUE_HEAD0 = 0x8F2C00
 GH100_MSGQ_HEAD0 = 0x8F2C80

@@ -1,4 +1,4 @@
-"""The page layout of a filtered BAR (DESIGN §4), as the C core computed it."""
+"""The page layout of a filtered BAR (contract §4), as the C core computed it."""
 
 from __future__ import annotations
 

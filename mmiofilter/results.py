@@ -1,4 +1,4 @@
-"""What an access returns and what it leaves in the event ring (DESIGN §3)."""
+"""What an access returns and what it leaves in the event ring (contract §3)."""
 
 from __future__ import annotations
 

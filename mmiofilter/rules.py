@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from .errors import PolicyError, shown
 
-#: Actions from the least to the most restrictive: the tie-break order of DESIGN §2.
+#: Actions from the least to the most restrictive: the tie-break order of contract §2.
 ACTIONS: tuple[str, ...] = ("allow", "audit", "readonly", "mask", "emulate", "deny")
 PARTIAL_MODES: tuple[str, ...] = ("deny", "split")
 UNALIGNED_MODES: tuple[str, ...] = ("allow", "deny")
@@ -32,7 +32,7 @@ def _is_int(v: object) -> bool:
 
 @dataclass(frozen=True)
 class Rule:
-    """A byte range `[start, start+size)` of one BAR with an action (DESIGN §1, §2).
+    """A byte range `[start, start+size)` of one BAR with an action (contract §1, §2).
 
     `value` and `mask` are laid little-endian over the rule's bytes: byte i of the rule is
     `(value >> 8*i) & 0xFF`.
@@ -113,7 +113,7 @@ class Rule:
 
 
 class Policy:
-    """An ordered list of rules and the access-wide choices of DESIGN §3.
+    """An ordered list of rules and the access-wide choices of contract §3.
 
     The order of `rules` matters: on a full tie the rule listed last owns the byte.
     """

@@ -163,7 +163,7 @@ def test_layout_large_page_traps_all(policy_file: Path, capsys: pytest.CaptureFi
 
 
 def test_layout_partial_last_page(policy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # 0x10800 bytes: page 16 is partial, hence trapped (DESIGN §4)
+    # 0x10800 bytes: page 16 is partial, hence trapped (contract §4)
     r = layout_json(capsys, str(policy_file), "--bar-size", "67584", "--page-size", "4K")
     assert r["direct"] == [[0, 0x1000], [0x2000, 0xE000]]
     assert r["trapped_pages"] == 2

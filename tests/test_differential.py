@@ -1,5 +1,5 @@
 """The C core against the reference model: same outcome, value, device accesses, events,
-counters and layout, for random policies and access sequences (DESIGN §2-4).
+counters and layout, for random policies and access sequences (contract §2-4).
 
 The device log comparison is the strongest check: the C core and the model must turn each
 MMIO access into exactly the same sequence of device accesses (offsets, widths, values), which

@@ -1,4 +1,4 @@
-"""The reference model against examples computed by hand from DESIGN.md and
+"""The reference model against examples computed by hand from docs/contract.md and
 docs/contract-details.md, and properties of the model alone.
 
 The model is the oracle for the C core, so these tests pin it to the contract text: every
@@ -60,7 +60,7 @@ def log(f: ModelFilter) -> list[tuple[int, int, bool, int]]:
     return f.device.log
 
 
-# -- DESIGN §2: each action, read and write -------------------------------------------------
+# -- contract §2: each action, read and write -----------------------------------------------
 
 # Rule "r" over [0x10, 0x14), value 0xAABBCCDD, mask 0xF0 (the high nibble of byte 0x10).
 READS = {
@@ -129,7 +129,7 @@ def test_no_passing_byte_mixing_emulate_and_deny_is_blocked_with_both_bytes() ->
     assert f.drain_events()[0].rule == "e"
 
 
-# -- DESIGN §2: which rule owns a byte -----------------------------------------------------
+# -- contract §2: which rule owns a byte ---------------------------------------------------
 
 
 def test_owner_of_uncovered_byte_is_none_and_end_is_exclusive() -> None:
@@ -156,7 +156,7 @@ def test_negative_priority_still_owns_bytes_no_other_rule_covers() -> None:
 
 
 def test_emulated_register_inside_a_denied_block() -> None:
-    # DESIGN §2's intended exception: emulate one status register at a higher priority.
+    # contract §2's intended exception: emulate one status register at a higher priority.
     f = make(
         [
             Rule("block", 0x100, 0x100, "deny"),
@@ -186,7 +186,7 @@ def test_full_tie_goes_to_the_rule_listed_last() -> None:
     assert [e.rule for e in f.drain_events()] == ["d2"]
 
 
-# -- DESIGN §3 step 5 and contract-details 3: partial accesses ------------------------------
+# -- contract §3 step 5 and contract-details 3: partial accesses ----------------------------
 
 
 def test_chunks_are_naturally_aligned_at_absolute_offsets() -> None:
@@ -263,7 +263,7 @@ def test_mixed_write_with_partial_deny_is_dropped() -> None:
     assert log(f) == []
 
 
-# -- DESIGN §3 step 2 and contract-details 5: unaligned accesses ----------------------------
+# -- contract §3 step 2 and contract-details 5: unaligned accesses --------------------------
 
 
 def test_unaligned_deny_blocks_before_ownership() -> None:
@@ -286,11 +286,11 @@ def test_unaligned_allow_passing_access_is_one_device_access() -> None:
     assert log(f) == [(2, 4, False, 0x05040302)]
 
 
-# -- DESIGN §2 mask and contract-details 4: MASKED vs PASS ----------------------------------
+# -- contract §2 mask and contract-details 4: MASKED vs PASS --------------------------------
 
 
 def test_mask_keeps_a_bit_set_like_nv_pmc_enable() -> None:
-    # DESIGN §6: keep bit 25 (NVLINK) of NV_PMC_ENABLE at BAR0+0x200 set.
+    # NV_PMC_ENABLE (BAR0+0x200) bit 25, NVLINK, stays set (open-gpu-doc gv100 dev_master.ref.txt)
     f = make([Rule("pmc", 0x200, 4, "mask", mask=0x02000000, value=0x02000000)])
     result = f.access(0x200, 4, True, 0x00000001)
     assert (result.outcome, result.value) == (Outcome.MASKED, 0x02000001)
@@ -401,7 +401,7 @@ def test_rejected_update_keeps_the_old_policy() -> None:
     assert f.counters() == {"d": 1}
 
 
-# -- construction and DESIGN §3 step 1 / contract-details 9: validation ----------------------
+# -- construction and contract §3 step 1 / contract-details 9: validation --------------------
 
 
 @pytest.mark.parametrize("page_size", [0, 2048, 5000, 3 * 4096])
@@ -455,7 +455,7 @@ def test_read_value_is_ignored_but_write_value_checked() -> None:
     assert f.access(0, 1, False, 0x1234).outcome is Outcome.PASS
 
 
-# -- DESIGN §4: layout -----------------------------------------------------------------------
+# -- contract §4: layout ---------------------------------------------------------------------
 
 
 def test_layout_of_a_whole_number_of_pages_without_rules() -> None:

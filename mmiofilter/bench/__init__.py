@@ -1,4 +1,4 @@
-"""The first benchmark of mmiofilter: a command, never a timed test (DESIGN §8).
+"""The first benchmark of mmiofilter: a command, never a timed test (docs/benchmarks.md).
 
     python -m mmiofilter.bench [--json] [--quick]      (or: mmiofilter bench ...)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from .._version import __version__
 from ..errors import PolicyError
 from ..rules import NUM_BARS
 
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mmiofilter",
         description="Byte-exact userspace MMIO filter for PCI BARs passed through to VMs.",
     )
+    parser.add_argument("--version", action="version", version=f"mmiofilter {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)

@@ -1,4 +1,4 @@
-"""Device knowledge (DESIGN §6): register maps, PCI config space, profiles, policy files.
+"""Device knowledge (docs/admin-guide.md): register maps, PCI config space, profiles, policy files.
 
 `load_policy_file(path)` reads an admin's policy file; `attach(policy_file, backend, size)`
 resolves it against the device (device-info discovery) and returns the filter; its

@@ -40,7 +40,7 @@ from .devinfo import find_units
 from .profile import Device, Option, Profile, Resolved
 from .regmap import Region, RegisterMap, load_map
 
-#: Unit rules outrank the mask rules inside the same unit (DESIGN §2: higher priority wins).
+#: Unit rules outrank the mask rules inside the same unit (contract §2: higher priority wins).
 UNIT_PRIORITY = 1
 #: The FSP guard outranks the audit rule over the whole FSP range it sits in.
 GUARD_PRIORITY = 1

@@ -2,8 +2,8 @@
 
 vfio-pci and QEMU trap the MSI-X table and its Pending Bit Array (PBA) on every device, whatever
 else the policy says: the guest writes interrupt messages there and the host must rewrite them
-(DESIGN §6, last bullet). The MSI-X capability says which BAR holds them and where, so this
-parser is where that protection starts.
+(docs/admin-guide.md, the `pci` profile). The MSI-X capability says which BAR holds them and
+where, so this parser is where that protection starts.
 
 A dump is untrusted input: a file someone copied, or a device that lies. Every pointer is
 checked, and whatever could make this walk disagree with the kernel's, or hide an MSI-X
@@ -438,7 +438,7 @@ def msix_regions(
 
     Both may share a BAR and a page, which is common. Overlapping each other breaks PCI 3.0
     §6.8.2 but is returned as is, two entries: rules over the same bytes resolve to the most
-    restrictive (DESIGN §2), so no byte is less protected. With `bar_size`, a structure that
+    restrictive (contract §2), so no byte is less protected. With `bar_size`, a structure that
     does not fit raises: QEMU refuses such a device too, but for quirks for a few VFs whose PBA
     offset is wrong (vfio_msix_early_setup); the admin, not this code, decides on a fix.
     """

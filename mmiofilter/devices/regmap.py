@@ -1,4 +1,4 @@
-"""Register maps: a device family's public register facts as data (DESIGN §6).
+"""Register maps: a device family's public register facts as data (docs/admin-guide.md).
 
 A map is a TOML file in `maps/`, one per family. Top level: `family`, `title`, then arrays of
 tables `[[device]]` (PCI IDs), `[[bar]]`, `[[block]]` (a range: a register array, a window, a

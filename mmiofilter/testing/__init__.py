@@ -1,6 +1,6 @@
-"""What other components' tests import (DESIGN §7).
+"""What other components' tests import (docs/testing.md).
 
-- The reference model of DESIGN §2-4 (`ModelFilter`, `ModelDevice`, `owner`, `compute_layout`,
+- The reference model of contract §2-4 (`ModelFilter`, `ModelDevice`, `owner`, `compute_layout`,
   ...): the oracle differential tests compare the C core and `BarFilter` against.
 - Hypothesis strategies for page sizes, BAR sizes, rules, policies, and valid and invalid
   accesses (these need hypothesis, a test dependency; the model does not).

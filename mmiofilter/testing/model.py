@@ -1,6 +1,6 @@
-"""Pure-Python reference model of DESIGN.md §2-4: the oracle the C core is tested against.
+"""Pure-Python reference model of docs/contract.md §2-4: the oracle the C core is tested against.
 
-Written from the contract text (DESIGN.md and docs/contract-details.md), not from the C code,
+Written from the contract text (docs/contract.md and docs/contract-details.md), not from the C code,
 so that a differential test compares two independent readings of the same contract. It favours
 being obviously right over being fast: ownership is recomputed per accessed byte, the layout
 from the elementary intervals between rule boundaries. Nothing here loops or allocates per byte
@@ -8,12 +8,12 @@ or per page of the BAR (BARs go up to 64 GiB), except `ModelLayout.trapped_pages
 the trapped pages on demand.
 
 Where each part comes from:
-- `owner`: DESIGN §2, "Which rule owns a byte".
-- `ModelDevice`: the device behind a backend (DESIGN §1), little-endian, logging every access.
-- `ModelFilter.access`, `read`, `write`: DESIGN §3 and contract-details items 1-5 and 9.
-- Events, `drain_events`, `dropped_events`: DESIGN §3 and contract-details items 6-7.
-- `counters`, `update`: contract-details item 8 and DESIGN §5.
-- `compute_layout`, `ModelFilter.layout`: DESIGN §4.
+- `owner`: contract §2, "Which rule owns a byte".
+- `ModelDevice`: the device behind a backend (contract §1), little-endian, logging every access.
+- `ModelFilter.access`, `read`, `write`: contract §3 and contract-details items 1-5 and 9.
+- Events, `drain_events`, `dropped_events`: contract §3 and contract-details items 6-7.
+- `counters`, `update`: contract-details item 8 and contract §5.
+- `compute_layout`, `ModelFilter.layout`: contract §4.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from ..errors import AccessError
 from ..results import Event, Outcome, Result
 from ..rules import ACTIONS, NUM_BARS, U64_MAX, Policy, Rule
 
-#: Access widths DESIGN §3 accepts.
+#: Access widths contract §3 accepts.
 WIDTHS: tuple[int, ...] = (1, 2, 4, 8)
 #: Pseudo-rule named by events of accesses blocked by `unaligned = "deny"` (contract-details 6).
 UNALIGNED_RULE = "(unaligned)"
-#: Smallest page size DESIGN §1 allows.
+#: Smallest page size contract §1 allows.
 MIN_PAGE_SIZE = 4096
 
 _RESTRICTIVENESS = {action: rank for rank, action in enumerate(ACTIONS)}
@@ -42,7 +42,7 @@ _WRITE_BLOCKED = frozenset({"readonly", "emulate", "deny"})
 
 
 def owner(rules_of_bar: Sequence[Rule], offset: int) -> Rule | None:
-    """The rule owning the byte at `offset` (DESIGN §2), or None when no rule covers it.
+    """The rule owning the byte at `offset` (contract §2), or None when no rule covers it.
 
     `rules_of_bar` must hold the rules of one BAR only, in policy order. The owner is the
     covering rule with the highest priority, then the most restrictive action, then the one
@@ -60,14 +60,14 @@ def owner(rules_of_bar: Sequence[Rule], offset: int) -> Rule | None:
 
 
 def action_of(rule: Rule | None) -> str:
-    """The action a byte owned by `rule` gets: a byte no rule covers is `allow` (DESIGN §2)."""
+    """The action a byte owned by `rule` gets: a byte no rule covers is `allow` (contract §2)."""
     return "allow" if rule is None else rule.action
 
 
 def chunks(start: int, end: int) -> list[tuple[int, int]]:
     """Split the run of bytes `[start, end)` into naturally aligned `(offset, width)` accesses.
 
-    DESIGN §3, `partial = "split"`: at position p the widest w of 8, 4, 2, 1 with p % w == 0
+    contract §3, `partial = "split"`: at position p the widest w of 8, 4, 2, 1 with p % w == 0
     and p + w <= end. Offsets are absolute BAR offsets, so alignment is the device's.
     """
     out: list[tuple[int, int]] = []
@@ -148,7 +148,7 @@ class ModelDevice:
 
 @dataclass(frozen=True)
 class ModelLayout:
-    """The page layout of a BAR (DESIGN §4).
+    """The page layout of a BAR (contract §4).
 
     `direct` and `trapped` are sorted maximal `(offset, length)` runs of direct and trapped
     pages; together they tile `[0, size)` (the last trapped run may end in a partial page).
@@ -194,7 +194,7 @@ def elementary_intervals(
 
 
 def compute_layout(rules_of_bar: Sequence[Rule], size: int, page_size: int) -> ModelLayout:
-    """DESIGN §4 from the elementary intervals: O(rules²), independent of the BAR's size."""
+    """contract §4 from the elementary intervals: O(rules²), independent of the BAR's size."""
     p = page_size
     n_pages = -(-size // p)
     intervals = elementary_intervals(rules_of_bar, size)
@@ -226,7 +226,7 @@ def compute_layout(rules_of_bar: Sequence[Rule], size: int, page_size: int) -> M
 
 
 class ModelFilter:
-    """The filter of one BAR as DESIGN §3 describes it, over a `Device` (e.g. `ModelDevice`)."""
+    """The filter of one BAR as contract §3 describes it, over a `Device` (e.g. `ModelDevice`)."""
 
     def __init__(
         self,
@@ -266,7 +266,7 @@ class ModelFilter:
 
     @property
     def rules(self) -> tuple[Rule, ...]:
-        """The rules of this BAR in policy order; rules of other BARs are ignored (DESIGN §5)."""
+        """The rules of this BAR in policy order; rules of other BARs are ignored (contract §5)."""
         return self._rules
 
     def update(self, policy: Policy) -> None:
@@ -297,7 +297,7 @@ class ModelFilter:
     def layout(self) -> ModelLayout:
         return compute_layout(self._rules, self.size, self.page_size)
 
-    # -- one access (DESIGN §3) -------------------------------------------------------------
+    # -- one access (contract §3) -----------------------------------------------------------
 
     def read(self, offset: int, width: int) -> int:
         return self.access(offset, width, False).value
@@ -378,7 +378,7 @@ class ModelFilter:
         actions = [action_of(r) for r in owners]
         blocked = [a in _WRITE_BLOCKED for a in actions]
         guest = value.to_bytes(width, "little")
-        # DESIGN §2, mask: b' = (b & ~m) | (v & m), with the rule's bytes at this position.
+        # contract §2, mask: b' = (b & ~m) | (v & m), with the rule's bytes at this position.
         out = list(guest)
         for i, r in enumerate(owners):
             if r is not None and r.action == "mask":

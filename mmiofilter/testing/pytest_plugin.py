@@ -263,7 +263,7 @@ class BarFilterFactory:
 
 class ModelFilterFactory:
     """`make(policy, ...) -> ModelFilter` over a fresh `ModelDevice` (which logs every device
-    access): the reference model of DESIGN §2-4, to compare a component's results against."""
+    access): the reference model of contract §2-4, to compare a component's results against."""
 
     def __init__(self) -> None:
         self._made: list[tuple[ModelFilter, ModelDevice]] = []

@@ -1,4 +1,4 @@
-"""The security property of DESIGN §3, checked on its own: no device access carries a byte the
+"""The security property of contract §3, checked on its own: no device access carries a byte the
 policy does not pass.
 
 It reads the policy with `owner()` and contract-details item 1 directly, never through

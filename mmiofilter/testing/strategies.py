@@ -1,4 +1,4 @@
-"""Hypothesis strategies for BARs, rules, policies and accesses (DESIGN §1-3).
+"""Hypothesis strategies for BARs, rules, policies and accesses (contract §1-3).
 
 They aim where bugs live: rules overlap, tie on priority and straddle page boundaries; accesses
 land on rule and page edges; BARs are tiny, a whole number of pages, end in a partial page, or
@@ -208,7 +208,7 @@ def accesses(draw: st.DrawFn, bar_size: int, policy: Policy, *, bar: int = 0) ->
 
 
 def invalid_accesses(bar_size: int) -> st.SearchStrategy[Access]:
-    """Accesses DESIGN §3 step 1 rejects with AccessError, for one reason or more."""
+    """Accesses contract §3 step 1 rejects with AccessError, for one reason or more."""
     in_bar = st.integers(0, bar_size - 1)
     bad_width = st.tuples(in_bar, st.sampled_from(BAD_WIDTHS), st.booleans(), st.just(0))
     negative = st.tuples(
