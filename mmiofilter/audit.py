@@ -83,9 +83,7 @@ def _batch(f: BarFilter) -> FilterBatch:
     with _dropped_lock:
         previous = _last_dropped.get(f, 0)
         _last_dropped[f] = dropped
-    return FilterBatch(
-        _label(f), f.bar, events, f.counters(), dropped, max(dropped - previous, 0)
-    )
+    return FilterBatch(_label(f), f.bar, events, f.counters(), dropped, max(dropped - previous, 0))
 
 
 def _sinks(sinks: Sink | Iterable[Sink]) -> list[Sink]:

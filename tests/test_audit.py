@@ -209,8 +209,9 @@ MASK0 = '[[rule]]\nname = "pmc"\nstart = 0x200\nsize = 4\naction = "mask"\nvalue
 
 
 def test_mask_rule_without_mask_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="mmiofilter"), pytest.warns(
-        PolicyWarning, match=r"rule 'pmc': a mask rule with mask 0 forces no bit"
+    with (
+        caplog.at_level(logging.WARNING, logger="mmiofilter"),
+        pytest.warns(PolicyWarning, match=r"rule 'pmc': a mask rule with mask 0 forces no bit"),
     ):
         mf.Policy.from_toml(MASK0)
     assert "forces no bit" in caplog.text
@@ -229,12 +230,12 @@ def test_attach_label_and_nvlink_warning(tmp_path: Path, caplog: pytest.LogCaptu
     pf = load_policy_file(f'config = "{dev / "config"}"\n')
     with simulated_bar0("gv100") as bar:  # a device-info table with no NVLink unit
         with caplog.at_level(logging.WARNING, logger="mmiofilter"):
-            f, resolved = attach(pf, mf.MemoryBackend(bar.buf), bar.size)
+            f, _ = attach(pf, mf.MemoryBackend(bar.buf), bar.size)
         assert f.label == "0000:65:00.0/bar0"
         assert "lists no NVLink (IOCTRL) unit" in caplog.text
         f.write(0x300000, 4, 1)  # the VBIOS ROM window: firmware_update = "deny"
         assert f.drain_events()[0].label == "0000:65:00.0/bar0"
-        with pytest.raises(mf.PolicyError, match="strict: .*no NVLink"):
+        with pytest.raises(mf.PolicyError, match=r"strict: .*no NVLink"):
             attach(pf, mf.MemoryBackend(bar.buf), bar.size, strict=True)
         g, _ = attach(pf, mf.MemoryBackend(bar.buf), bar.size, label="vm7/gpu0")
         assert g.label == "vm7/gpu0"
