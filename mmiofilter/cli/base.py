@@ -102,6 +102,17 @@ def size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def page_sizes_arg(text: str) -> list[int]:
+    """`4096,65536` or `4K,64K`: one or more page sizes."""
+    try:
+        sizes = [parse_size(t) for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"{text!r}: no page size")
+    return sizes
+
+
 def bar_arg(text: str) -> int:
     try:
         bar = int(text, 0)
@@ -116,10 +127,15 @@ _BINARY_UNITS = ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10,
 
 
 def add_bar_arguments(
-    p: argparse.ArgumentParser, *, bar_size_default: str, page_size_default: str
+    p: argparse.ArgumentParser,
+    *,
+    bar_size_default: str,
+    page_size_default: str,
+    several_page_sizes: bool = False,
 ) -> None:
     """--bar-size, --bar and --page-size, as every command about one BAR takes them; the
-    defaults differ per command and are said in the help."""
+    defaults differ per command and are said in the help. With `several_page_sizes`,
+    --page-size takes a comma-separated list (a list, in the namespace)."""
     p.add_argument(
         "--bar-size", type=size_arg, default=None, metavar="N",
         help=f"BAR size: decimal, hex (0x1000) or with a unit (64K, 16M, 64G); default: "
@@ -127,8 +143,10 @@ def add_bar_arguments(
     )  # fmt: skip
     p.add_argument("--bar", type=bar_arg, default=0, help="BAR index 0..5 (default 0)")
     p.add_argument(
-        "--page-size", type=size_arg, default=None, metavar="P",
-        help=f"page size (4K, 16K, 64K, ...); default: {page_size_default}",
+        "--page-size", type=page_sizes_arg if several_page_sizes else size_arg, default=None,
+        metavar="P[,P...]" if several_page_sizes else "P",
+        help=f"page size{'s' if several_page_sizes else ''} (4K, 16K, 64K, ...); default: "
+        f"{page_size_default}",
     )  # fmt: skip
 
 

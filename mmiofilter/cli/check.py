@@ -23,23 +23,12 @@ from ..guards import FspGuard
 from ..lint import PolicyWarning, inert_rules
 from ..policy_toml import parse_guard, parse_rule, read_document
 from ..rules import Policy, Rule
-from .base import bar_arg, human_size, parse_size, print_json, register, table
+from .base import bar_arg, human_size, page_sizes_arg, parse_size, print_json, register, table
 from .source import Source, add_source_argument, load_source
 
 EXIT_INVALID = 1
 PCI_VENDOR_NVIDIA = 0x10DE  # include/linux/pci_ids.h PCI_VENDOR_ID_NVIDIA
 PCI_BASE_CLASS_DISPLAY = 0x03  # include/linux/pci_ids.h: VGA 0x0300, 3D 0x0302, other 0x0380
-
-
-def page_sizes_arg(text: str) -> list[int]:
-    """`4096,65536` or `4K,64K`: the page sizes to compile for."""
-    try:
-        sizes = [parse_size(t) for t in text.split(",") if t.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if not sizes:
-        raise argparse.ArgumentTypeError(f"{text!r}: no page size")
-    return sizes
 
 
 def bar_size_arg(text: str) -> tuple[int | None, int]:
