@@ -29,7 +29,7 @@ from .pciconfig import (
 )
 
 SYSFS_DEVICES = "/sys/bus/pci/devices"
-_HEX_LINE = re.compile(r"^([0-9a-fA-F]{2,3}):((?: [0-9a-fA-F]{2}){1,16})\s*$")
+_HEX_LINE = re.compile(r"^([0-9a-fA-F]{2,3}):((?: [0-9a-fA-F]{2}){1,64})\s*$")
 _DEVICE_LINE = re.compile(r"^((?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s")
 _ADDRESS = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
 
@@ -59,6 +59,11 @@ def parse_lspci(text: str, where: str = "<lspci>") -> bytes:
         m = _DEVICE_LINE.match(line)
         if m:
             devices.append(m.group(1))
+            if len(devices) > 1:
+                raise ConfigError(
+                    f"{where}:{n}: dumps of {len(devices)} devices ({', '.join(devices)}); give "
+                    "one (lspci -s ADDRESS -xxx)"
+                )
             continue
         h = _HEX_LINE.match(line)
         if not h:
@@ -75,11 +80,6 @@ def parse_lspci(text: str, where: str = "<lspci>") -> bytes:
         if len(row) != 16:
             raise ConfigError(f"{where}:{n}: {len(row)} bytes on a line, lspci prints 16")
         data += row
-    if len(devices) > 1:
-        raise ConfigError(
-            f"{where}: dumps of {len(devices)} devices ({', '.join(devices[:4])}); give one "
-            "(lspci -s ADDRESS -xxx)"
-        )
     if not data:
         raise ConfigError(f"{where}: no lspci hex dump (lines `00: de 10 ...`) in it")
     if len(data) == HEADER_SIZE:
