@@ -35,12 +35,13 @@ void mf_ring_destroy(struct mf_ring *r)
 void mf_ring_push(struct mf_ring *r, uint32_t bar, const struct mf_access *acc, uint64_t value,
                   uint8_t outcome, const char *rule, const char *detail)
 {
-    /* Wall-clock time, read outside the lock: an audit trail is read next to other logs. */
+    pthread_mutex_lock(&r->lock);
+    /* Wall-clock time (an audit trail is read next to other logs), under the lock so that
+     * times follow `seq` unless the clock itself is set back. */
     struct timespec ts;
     uint64_t now = 0;
     if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && ts.tv_sec >= 0)
         now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    pthread_mutex_lock(&r->lock);
     if (r->count == r->cap) {
         r->head = (r->head + 1) % r->cap;
         r->count--;
