@@ -230,13 +230,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{label}: INVALID: {len(errors)} problem(s)")
         for problem in errors:
             print(f"ERROR: {problem}")
+    else:
+        verdict = "valid" if ok else f"valid, but --strict: {len(warns)} warning(s)"
+        print(f"{label}: {verdict}")
     for w in warns:
         print(f"WARNING: {w}")
     if source is None or policy is None:
         return status
-    if valid:
-        verdict = "valid" if ok else f"valid, but --strict: {len(warns)} warning(s)"
-        print(f"{label}: {verdict}")
     pf = source.policy_file
     if pf.profile:
         opts = ", ".join(f"{k} = {v}" for k, v in pf.choices.items())
