@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -35,6 +36,12 @@ void mf_ring_push(struct mf_ring *r, uint32_t bar, const struct mf_access *acc, 
                   uint8_t outcome, const char *rule, const char *detail)
 {
     pthread_mutex_lock(&r->lock);
+    /* Wall-clock time (an audit trail is read next to other logs), under the lock so that
+     * times follow `seq` unless the clock itself is set back. */
+    struct timespec ts;
+    uint64_t now = 0;
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && ts.tv_sec >= 0)
+        now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     if (r->count == r->cap) {
         r->head = (r->head + 1) % r->cap;
         r->count--;
@@ -43,6 +50,7 @@ void mf_ring_push(struct mf_ring *r, uint32_t bar, const struct mf_access *acc, 
     struct mf_event *e = &r->buf[(r->head + r->count) % r->cap];
     r->count++;
     e->seq = r->next_seq++;
+    e->time_ns = now;
     e->offset = acc->offset;
     e->value = value;
     e->bar = bar;

@@ -277,6 +277,7 @@ size_t mf_access_batch(struct mf_filter *f, const struct mf_access *acc, struct 
 
 struct mf_event {
     uint64_t seq;
+    uint64_t time_ns; /* CLOCK_REALTIME when the event was made, ns since the epoch */
     uint64_t offset;
     uint64_t value;   /* write: what the guest wrote; read: what it was returned */
     uint32_t bar;

@@ -176,6 +176,7 @@ class BarFilter:
     """Filter every trapped access to one BAR of `size` bytes under `policy`.
 
     `page_size` defaults to the host's. Rules of other BARs in the policy are ignored.
+    `label` names the filter in its events and audit records (e.g. "0000:65:00.0/bar0").
     """
 
     def __init__(
@@ -187,7 +188,11 @@ class BarFilter:
         bar: int = 0,
         page_size: int | None = None,
         ring_capacity: int = DEFAULT_RING_CAPACITY,
+        label: str = "",
     ) -> None:
+        if not isinstance(label, str) or len(label) > 256 or not label.isprintable():
+            raise ValueError(f"label {label!r} is not printable text of at most 256 characters")
+        self.label = label
         self.size = check_bar_size(size)
         self.page_size = check_page_size(mmap.PAGESIZE if page_size is None else page_size)
         if not isinstance(bar, int) or not 0 <= bar < NUM_BARS:
@@ -357,6 +362,8 @@ class BarFilter:
                 outcome=OUTCOME_BY_CODE[e.outcome],
                 rule=ffi.string(e.rule).decode(),
                 detail=ffi.string(e.detail).decode(errors="replace"),
+                time_ns=e.time_ns,
+                label=self.label,
             )
             for e in buf[0:got]
         ]

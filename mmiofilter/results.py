@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Outcome(enum.Enum):
@@ -48,3 +48,15 @@ class Event:
     rule: str
     #: A guard's reason for its decision ("nvdm 0x12 refused"); empty for other rules.
     detail: str = ""
+    #: When the core made the event: CLOCK_REALTIME in nanoseconds since the epoch (0 when the
+    #: event did not come from the core). Not part of equality: two runs of the same accesses
+    #: make equal events at different times.
+    time_ns: int = field(default=0, compare=False)
+    #: The label of the filter that made the event (`BarFilter(..., label=...)`), e.g.
+    #: "0000:65:00.0/bar0"; empty when the filter has none.
+    label: str = ""
+
+    @property
+    def time(self) -> float:
+        """`time_ns` in seconds since the epoch, as `time.time()` gives it."""
+        return self.time_ns / 1e9

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .errors import PolicyError, shown
+from .lint import warn_inert
 
 #: Actions from the least to the most restrictive: the tie-break order of contract §2.
 ACTIONS: tuple[str, ...] = ("allow", "audit", "readonly", "mask", "emulate", "deny")
@@ -148,6 +149,7 @@ class Policy:
             raise PolicyError(
                 f"policy: unaligned {shown(unaligned)} is not one of {', '.join(UNALIGNED_MODES)}"
             )
+        warn_inert(rules_t)  # a rule that protects nothing is said at once (mmiofilter.lint)
         self.rules: tuple[Rule, ...] = rules_t
         self.fill: int = fill
         self.partial: str = partial

@@ -12,6 +12,12 @@ from mmiofilter.testing.model import ModelDevice
 MakeFilter = Callable[..., tuple[mf.BarFilter, ModelDevice]]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Generated policies hold inert mask rules (mask 0) on purpose: the core must match the
+    # model on them too. The warning they raise is tested in test_audit.py (pytest.warns).
+    config.addinivalue_line("filterwarnings", "ignore::mmiofilter.lint.PolicyWarning")
+
+
 def touched_bytes(log: Sequence[tuple[int, int, bool, int]], *, writes: bool) -> set[int]:
     """Every byte offset the device saw in a read (writes=False) or a write (writes=True)."""
     return {off + i for off, width, is_write, _ in log if is_write == writes for i in range(width)}

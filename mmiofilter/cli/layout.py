@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from ..backends import CallbackBackend
@@ -12,7 +11,8 @@ from ..filter import BarFilter
 from ..guards import FspGuard
 from ..results import Outcome
 from ..rules import Policy
-from .base import CliError, add_bar_arguments, human_size, register
+from .barmap import BarRow, runs_of, svg, text_grid
+from .base import CliError, add_bar_arguments, human_size, print_json, register
 from .source import add_source_argument, load_source
 
 #: The page sizes an admin meets: x86 and most ARM hosts, ARM 16K, POWER and ARM 64K.
@@ -23,9 +23,15 @@ def _configure(p: argparse.ArgumentParser) -> None:
     add_source_argument(p)
     add_bar_arguments(
         p,
-        bar_size_default="the profile's register map",
+        bar_size_default="the device's (--device), else the profile's register map",
         page_size_default="each of 4K, 16K and 64K",
+        several_page_sizes=True,
     )
+    p.add_argument(
+        "--map", metavar="FILE.svg|-", default=None,
+        help="draw the BAR's pages (direct, trapped; runs labelled with their rules), one row "
+        "per page size: an SVG file, or `-` for a text grid on stdout",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -131,13 +137,15 @@ def _run(args: argparse.Namespace) -> int:
     size = args.bar_size or source.bar_size(args.bar)
     if size is None:
         raise CliError(f"{source.label}: give --bar-size (no register map gives BAR{args.bar}'s)")
-    pages = [args.page_size] if args.page_size else list(PAGE_SIZES)
+    pages = args.page_size or list(PAGE_SIZES)
+    if args.map is not None:
+        return _draw(args, policy, size, pages, source.label)
     reports = [layout_report(policy, size, p, args.bar, source.register_map) for p in pages]
     if args.json:
-        out: dict[str, Any] = reports[0] if args.page_size else {"layouts": reports}
+        out: dict[str, Any] = reports[0] if len(pages) == 1 else {"layouts": reports}
         out = {"source": source.label, **out, "deferred": resolved.deferred,
                "warnings": resolved.warnings}  # fmt: skip
-        print(json.dumps(out, indent=2))
+        print_json("layout", out)
         return 0
     print(f"policy: {source.label}")
     for note in resolved.deferred:
@@ -145,6 +153,23 @@ def _run(args: argparse.Namespace) -> int:
     for r in reports:
         print()
         print(format_layout(r))
+    return 0
+
+
+def _draw(args: argparse.Namespace, policy: Policy, size: int, pages: list[int], label: str) -> int:
+    rows = []
+    backend = CallbackBackend(_zero_read, _ignore_write)
+    for p in pages:
+        f = BarFilter(size, policy, backend, bar=args.bar, page_size=p)
+        rows.append(BarRow(args.bar, size, p, runs_of(f.layout, policy.for_bar(args.bar))))
+    if args.map == "-":
+        print(f"policy: {label}")
+        print(text_grid(rows))
+        return 0
+    title = f"{label}: BAR{args.bar} ({human_size(size)})"
+    with open(args.map, "w", encoding="utf-8") as out:
+        out.write(svg(rows, title))
+    print(f"{args.map}: BAR{args.bar}, {len(rows)} page size(s)")
     return 0
 
 

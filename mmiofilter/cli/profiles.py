@@ -1,144 +1,117 @@
-"""`mmiofilter profiles`, `show PROFILE` and `check FILE`: what profiles offer, what a policy
-file compiles to."""
+"""`mmiofilter profiles` and `show PROFILE|VENDOR:DEVICE`: what profiles offer."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from ..devices import profiles
+from ..devices import profile_for_ids, profiles
 from ..devices.nvidia import NvidiaProfile
-from ..guards import FspGuard
-from ..rules import Rule
-from .base import CliError, register
-from .source import add_source_argument, load_source
+from ..devices.profile import Profile
+from .base import CliError, did_you_mean, print_json, register, table
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _rule(r: Rule) -> dict[str, Any]:
-    d = {"name": r.name, "bar": r.bar, "start": r.start, "size": r.size, "action": r.action,
-         "value": r.value, "mask": r.mask, "priority": r.priority}  # fmt: skip
-    if isinstance(r, FspGuard):
-        d.update(kind=r.kind, registers=r.register_ranges(), deny_types=sorted(r.deny_types))
-    return d
-
-
-def _rule_line(r: Rule) -> str:
-    extra = f" mask={r.mask:#x} value={r.value:#x}" if r.action == "mask" else ""
-    extra += f" value={r.value:#x}" if r.action == "emulate" else ""
-    extra += f" priority={r.priority}" if r.priority else ""
-    if isinstance(r, FspGuard):
-        extra += f" kind={r.kind} deny_types={','.join(f'{t:#04x}' for t in sorted(r.deny_types))}"
-    if r.action == "redirect":
-        extra += f" -> {getattr(r, 'target', '?')}+{getattr(r, 'target_offset', 0):#x}"
-    return f"  BAR{r.bar} [{r.start:#x}, {r.end:#x})  {r.action:<8} {r.name}{extra}"
+def _ids(p: Profile) -> list[str]:
+    return [f"{v:04x}:{d:04x}" for v, d in p.ids]
 
 
 def _run_profiles(args: argparse.Namespace) -> int:
-    items = [
-        {"name": p.name, "title": p.title, "ids": [f"{v:04x}:{d:04x}" for v, d in p.ids]}
-        for p in profiles().values()
+    items: list[dict[str, Any]] = [
+        {"name": p.name, "title": p.title, "ids": _ids(p)} for p in profiles().values()
     ]
     if args.json:
-        print(json.dumps({"profiles": items}, indent=2))
+        print_json("profiles", {"profiles": items})
         return 0
-    for it in items:
-        ids = ", ".join(it["ids"]) or "any PCI device"
-        print(f"{it['name']:<14} {it['title']}\n{'':<14} devices: {ids}")
+    for line in table([[it["name"], it["title"]] for it in items], indent=""):
+        print(line)
+    print()
+    for line in table([[it["name"], ", ".join(it["ids"]) or "any PCI device"] for it in items],
+                      indent=""):  # fmt: skip
+        print(line)
     return 0
 
 
-def _show_profile(args: argparse.Namespace) -> dict[str, Any]:
-    if args.profile not in profiles():
-        raise CliError(f"no profile {args.profile!r} (profiles: {', '.join(profiles())})")
-    p = profiles()[args.profile]
+def _find(text: str) -> tuple[Profile, str | None]:
+    """A profile by name, or the one a `vendor:device` PCI ID gets (with a note when that is
+    the generic profile)."""
+    if text in profiles():
+        return profiles()[text], None
+    v, sep, d = text.partition(":")
+    if sep:
+        try:
+            vendor, device = int(v, 16), int(d, 16)
+        except ValueError:
+            vendor = device = -1
+        if 0 <= vendor <= 0xFFFF and 0 <= device <= 0xFFFF:
+            p = profile_for_ids(vendor, device)
+            note = None
+            if not p.ids:
+                note = (f"no profile is made for {vendor:04x}:{device:04x}: it gets the generic "
+                        f"{p.name!r} profile")  # fmt: skip
+            return p, note
+    raise CliError(
+        f"no profile {text!r}{did_you_mean(text, list(profiles()))} (profiles: "
+        f"{', '.join(profiles())}; or a PCI ID vendor:device such as 10de:1db1)"
+    )
+
+
+def _show_profile(p: Profile) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "name": p.name, "title": p.title,
-        "ids": [f"{v:04x}:{d:04x}" for v, d in p.ids],
+        "name": p.name, "title": p.title, "ids": _ids(p),
         "options": [{"name": o.name, "choices": list(o.choices), "default": o.default,
                      "help": o.help} for o in p.options],
         "regions": [],
     }  # fmt: skip
     if isinstance(p, NvidiaProfile):
+        regions = sorted(p.map.regions, key=lambda r: (r.bar, r.offset, -r.size, r.name))
         out["regions"] = [
             {"name": r.name, "kind": r.kind, "bar": r.bar, "offset": r.offset, "size": r.size,
              "category": r.category, "source": r.source, "confirmed": r.confirmed,
              "note": r.note}
-            for r in p.map.regions
+            for r in regions
         ]  # fmt: skip
     return out
 
 
 def _run_show(args: argparse.Namespace) -> int:
-    out = _show_profile(args)
+    profile, note = _find(args.profile)
+    out = _show_profile(profile)
     if args.json:
-        print(json.dumps(out, indent=2))
+        print_json("show", {"query": args.profile, "note": note, **out})
         return 0
+    if note:
+        print(f"note: {note}")
     print(f"{out['name']}: {out['title']}")
     print(f"devices: {', '.join(out['ids']) or 'any PCI device'}")
     print("options:")
-    for o in out["options"]:
-        print(f"  {o['name']} = {' | '.join(o['choices'])}  (default {o['default']}): {o['help']}")
+    rows = [[o["name"], " | ".join(o["choices"]) or "(list)", f"default {o['default']!r}",
+             o["help"]] for o in out["options"]]  # fmt: skip
+    for line in table(rows):
+        print(line)
     if out["regions"]:
         print("register map:")
-    for r in out["regions"]:
-        flag = "" if r["confirmed"] else "  UNCONFIRMED"
-        print(f"  BAR{r['bar']} [{r['offset']:#x}, {r['offset'] + r['size']:#x}) "
-              f"{r['category']:<13} {r['name']}{flag}\n      source: {r['source']}")  # fmt: skip
+        rows = [[f"BAR{r['bar']}", f"{r['offset']:#x}", f"{r['offset'] + r['size']:#x}",
+                 r["category"], r["name"], "" if r["confirmed"] else "UNCONFIRMED"]
+                for r in out["regions"]]  # fmt: skip
+        for line in table(rows):
+            print(line)
     return 0
 
 
 def _configure_show(p: argparse.ArgumentParser) -> None:
-    p.add_argument("profile", metavar="PROFILE", help="a profile name (see `profiles`)")
+    p.add_argument(
+        "profile", metavar="PROFILE|VENDOR:DEVICE",
+        help="a profile name (see `profiles`) or a PCI ID such as 10de:1db1",
+    )  # fmt: skip
     _json_flag(p)
-
-
-def _configure_check(p: argparse.ArgumentParser) -> None:
-    add_source_argument(p)
-    _json_flag(p)
-
-
-def _run_check(args: argparse.Namespace) -> int:
-    source = load_source(args)
-    policy, resolved = source.resolve()
-    pf = source.policy_file
-    if args.json:
-        print(json.dumps({
-            "source": source.label,
-            "profile": pf.profile.name if pf.profile else None,
-            "options": pf.choices,
-            "fill": policy.fill, "partial": policy.partial, "unaligned": policy.unaligned,
-            "rules": [{**_rule(r), "source": resolved.sources.get(r.name)}
-                      for r in policy.rules],
-            "deferred": resolved.deferred, "warnings": resolved.warnings,
-        }, indent=2))  # fmt: skip
-        return 0
-    print(f"{source.label}: valid")
-    if pf.profile:
-        opts = ", ".join(f"{k} = {v}" for k, v in pf.choices.items())
-        print(f"profile: {pf.profile.name} ({opts})")
-    print(f"fill = {policy.fill:#04x}, partial = {policy.partial}, unaligned = {policy.unaligned}")
-    print(f"rules ({len(policy.rules)}):")
-    for r in policy.rules:
-        print(_rule_line(r))
-        if r.name in resolved.sources:
-            print(f"      source: {' '.join(resolved.sources[r.name].split())}")
-    for note in resolved.deferred:
-        print(f"deferred: {note}")
-    for w in resolved.warnings:
-        print(f"WARNING: {w}")
-    return 0
 
 
 register("profiles", "list the device profiles", _json_flag, _run_profiles)
-register("show", "show a profile's options and register map", _configure_show, _run_show)
 register(
-    "check",
-    "validate a policy file (or a profile with --option) and print the rules it compiles to",
-    _configure_check,
-    _run_check,
-)
+    "show", "show a profile's options and register map (by name or PCI ID)", _configure_show,
+    _run_show,
+)  # fmt: skip

@@ -12,12 +12,15 @@ region or the sysfs `config` file (`devices.targets`).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..backends import Backend
 from ..errors import PolicyError
 from ..filter import BarFilter
+from ..lint import LOGGER
 from ..rules import Policy
 from .policyfile import PolicyFile
 from .profile import Device, Resolved
@@ -60,6 +63,23 @@ def _check_targets(
     return used
 
 
+_BDF = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+
+
+def device_label(policy_file: PolicyFile, bar: int) -> str:
+    """A name for the filter in its events: the PCI address when the config dump came from
+    sysfs (/sys/bus/pci/devices/<address>/config), else vendor:device, else the profile."""
+    cfg = policy_file.config
+    if cfg is not None:
+        parent = os.path.basename(os.path.dirname(os.path.abspath(cfg.where)))
+        name = parent if _BDF.match(parent) else f"{cfg.vendor:04x}:{cfg.device:04x}"
+    elif policy_file.profile is not None:
+        name = policy_file.profile.name
+    else:
+        name = os.path.basename(policy_file.where)
+    return f"{name}/bar{bar}"
+
+
 def attach(
     policy_file: PolicyFile,
     backend: Backend,
@@ -69,18 +89,36 @@ def attach(
     page_size: int | None = None,
     ring_capacity: int = 1024,
     targets: Mapping[str, Backend] | None = None,
+    label: str | None = None,
+    strict: bool = False,
 ) -> tuple[BarFilter, Resolved]:
     """The filter for one BAR of the device behind `backend`, with every rule resolved.
 
-    `targets` (name -> backend) serve the policy's redirect rules."""
+    `targets` (name -> backend) serve the policy's redirect rules. Each warning of the
+    resolution (an unconfirmed fact the rules rely on, no NVLink unit in the device-info table,
+    ...) goes to the `mmiofilter` logger; with `strict` it is a PolicyError instead and no
+    filter is made. `label` (default: `device_label`) names the filter in its events.
+    """
     given = dict(targets or {})
     device = probe_device(backend, size, bar, frozenset(given))
     policy, resolved = policy_file.resolve(device)
-    used = _check_targets(policy, bar, given, policy_file.where)
+    where = policy_file.where
+    used = _check_targets(policy, bar, given, where)
+    if strict and resolved.warnings:
+        raise PolicyError(f"{where}: strict: " + "; ".join(resolved.warnings))
+    for w in resolved.warnings:
+        LOGGER.warning("%s: %s", where, w)
     # The filter gets the targets its redirect rules use (a `config1` the profile routed
     # nothing to is not the filter's business).
     extra: dict[str, Any] = {"targets": used} if used else {}
     f = BarFilter(
-        size, policy, backend, bar=bar, page_size=page_size, ring_capacity=ring_capacity, **extra
+        size,
+        policy,
+        backend,
+        bar=bar,
+        page_size=page_size,
+        ring_capacity=ring_capacity,
+        label=device_label(policy_file, bar) if label is None else label,
+        **extra,
     )
     return f, resolved

@@ -3,7 +3,8 @@
     profile = "nvidia-gv100"       # or omit it and give `device` or `config` to choose by ID
     device = "10de:1db1"           # optional: choose the profile by PCI vendor:device
     config = "config.bin"          # optional: a PCI config-space dump (relative to this file),
-                                   # e.g. /sys/bus/pci/devices/<BDF>/config; chooses the profile
+                                   # e.g. /sys/bus/pci/devices/<BDF>/config, or the text of
+                                   # `lspci -s <BDF> -xxx`; chooses the profile
                                    # by its IDs and locates MSI-X for the `pci` profile
     fill = 0xFF                    # policy-wide settings, as in a plain policy file
     partial = "deny"
@@ -28,7 +29,8 @@ from typing import Any
 from ..errors import PolicyError
 from ..policy_toml import policy_from_document, read_document
 from ..rules import Policy
-from .pciconfig import ConfigError, ConfigSpace, load_config
+from .pciconfig import ConfigError, ConfigSpace
+from .pcisources import load_config_any
 from .profile import Device, Profile, Resolved
 from .registry import get_profile, profile_for_ids
 
@@ -94,7 +96,7 @@ def _load_config(value: object, base: Path | None, where: str) -> ConfigSpace:
     if not path.is_absolute() and base is not None:
         path = base / path
     try:
-        return load_config(path)
+        return load_config_any(path)  # binary (sysfs) or lspci -xxx text
     except (OSError, ConfigError) as e:
         raise PolicyError(f"{where}: config {value!r}: {e}") from None
 

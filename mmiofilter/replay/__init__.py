@@ -7,7 +7,7 @@ masked or emulated, and which reads would have returned another value to the dri
 """
 
 from .engine import TraceDevice, replay
-from .items import BarFound, Malformed, Note, Skipped, TraceAccess, TraceItem
+from .items import BarFound, DeviceError, Malformed, Note, Skipped, TraceAccess, TraceItem
 from .mmiotrace import MmiotraceParser, parse_mmiotrace
 from .qemu_vfio import QemuVfioParser, parse_qemu_vfio
 from .report import NO_RULE, OUTCOMES, ChangedRead, ReplayReport, RuleStats
@@ -19,6 +19,7 @@ __all__ = [
     "OUTCOMES",
     "BarFound",
     "ChangedRead",
+    "DeviceError",
     "Malformed",
     "MmiotraceParser",
     "Note",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import bisect
 import mmap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..backends import CallbackBackend
 from ..filter import BarFilter
 from ..results import Event, Outcome, Result
 from ..rules import Policy
-from .items import BarFound, Malformed, Note, Skipped, TraceAccess, TraceItem
+from .items import BarFound, DeviceError, Malformed, Note, Skipped, TraceAccess, TraceItem
 from .report import NO_RULE, ChangedRead, ReplayReport, RuleStats
 from .source import TraceSource
 
@@ -108,6 +108,10 @@ class _Replayer:
             self.access(it)
         elif isinstance(it, Skipped):
             rep.skipped.add(it.line, it.reason)
+            if it.bar is not None:
+                rep.skipped_by_bar[it.bar] = rep.skipped_by_bar.get(it.bar, 0) + 1
+        elif isinstance(it, DeviceError):
+            rep.device_errors.add(it.line, it.text)
         elif isinstance(it, Malformed):
             rep.malformed.add(it.line, it.reason)
         elif isinstance(it, Note):
@@ -223,6 +227,8 @@ def replay(
     page_size: int | None = None,
     examples: int = 5,
     listed: int = 20,
+    progress: Callable[[ReplayReport, int], None] | None = None,
+    progress_every: int = 65536,
 ) -> ReplayReport:
     """Replay a trace's items through `policy` on BAR `bar`; say per rule what it would do.
 
@@ -230,12 +236,23 @@ def replay(
     ValueError says so when it states none. `page_size` (default: the host's) only decides
     which accesses count as trapped. Per-rule example lines are capped at `examples`, lists of
     skipped and malformed lines, notes and changed reads at `listed` (counts are exact).
+    `progress(report, items)` is called every `progress_every` items. A KeyboardInterrupt
+    (Ctrl-C) ends the replay early with the report so far, marked `interrupted`.
     """
     r = _Replayer(
         policy, bar_size=bar_size, bar=bar, page_size=page_size, examples=examples, listed=listed
     )
-    for it in items:
-        r.item(it)
+    n = 0
+    try:
+        for it in items:
+            r.item(it)
+            n += 1
+            if progress is not None and n % progress_every == 0:
+                if isinstance(items, TraceSource):
+                    r.report.lines = items.lines_read
+                progress(r.report, n)
+    except KeyboardInterrupt:
+        r.report.interrupted = True
     rep = r.finish()
     if isinstance(items, TraceSource):
         rep.format, rep.lines = items.format, items.lines_read

@@ -35,6 +35,18 @@ class Skipped:
 
     line: int
     reason: str
+    #: The BAR (VFIO region) the access went to, when the trace says and it is not the one
+    #: replayed: counted per BAR so that a replay of the wrong BAR says which one to give.
+    bar: int | None = None
+
+
+@dataclass(frozen=True)
+class DeviceError:
+    """The VMM reporting that an access failed at the device, e.g. QEMU's
+    `vfio_region_write(...) failed: ...` (an error message, not a trace event)."""
+
+    line: int
+    text: str
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,7 @@ class BarFound:
     source: str
 
 
-TraceItem = TraceAccess | Skipped | Malformed | Note | BarFound
+TraceItem = TraceAccess | Skipped | Malformed | Note | BarFound | DeviceError
 
 
 class LineError(ValueError):

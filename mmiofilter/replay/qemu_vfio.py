@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 
 from .items import (
     BarFound,
+    DeviceError,
     LineError,
     Malformed,
     Note,
@@ -37,6 +38,11 @@ from .items import (
 )
 
 _EVENT = re.compile(r"(?:^|[\s:])(vfio_region_(?:read|write|setup))(?!\w)")
+# QEMU's own error when the pread/pwrite of a trapped access fails (hw/vfio/region.c,
+# vfio_region_write/_read: error_report("%s(%s:region%d+0x%"HWADDR_PRIx", ...) failed: %m",
+# __func__, ...)): the function's name directly followed by "(", and "failed:" after ")".
+# After a failed write the trace event follows; a failed read returns all-ones untraced.
+_FAILED = re.compile(r"^\([^()]*\)\s*failed:")
 
 
 def _access_fields(rest: str, is_write: bool) -> tuple[str, str, str, str, str] | None:
@@ -96,6 +102,9 @@ class QemuVfioParser:
         event, rest = m.group(1), text[m.end() :]
         if event == "vfio_region_setup":
             return self._setup(line, rest)
+        if _FAILED.match(rest):
+            what = "write" if event == "vfio_region_write" else "read"
+            return [DeviceError(line, f"QEMU: the device {what} failed: {event}{rest[:120]}")]
         try:
             return self._access(line, event, rest)
         except LineError as e:
@@ -118,7 +127,7 @@ class QemuVfioParser:
         value = parse_hex(value_text, "value")
         check_access(width, value)
         if region != self.bar:
-            return [Skipped(line, f"region {region} of {dev}, not BAR{self.bar}")]
+            return [Skipped(line, f"region {region} of {dev}, not BAR{self.bar}", bar=region)]
         out: list[TraceItem] = []
         if self.device is None:
             self.device = dev

@@ -121,12 +121,35 @@ class ReplayReport:
     skipped: Listed = field(init=False)
     malformed: Listed = field(init=False)
     notes: Listed = field(init=False)
+    device_errors: Listed = field(init=False)
     dropped_events: int = 0
+    #: Skipped accesses per BAR the trace named ("BAR2"), so a replay of a BAR the driver
+    #: never touched can say which one it did.
+    skipped_by_bar: dict[int, int] = field(default_factory=dict)
+    #: The replay was stopped (Ctrl-C) before the end of the trace: the counts are partial.
+    interrupted: bool = False
 
     def __post_init__(self) -> None:
         self.skipped = Listed(self.listed)
         self.malformed = Listed(self.listed)
         self.notes = Listed(self.listed, "text")
+        self.device_errors = Listed(self.listed, "text")
+
+    @property
+    def blocked(self) -> int:
+        """Accesses the policy stopped, wholly (blocked) or in part (partial)."""
+        return sum(c["blocked"] + c["partial"] for c in (self.reads, self.writes))
+
+    def other_bar_hint(self) -> str | None:
+        """When this BAR saw no access but others did: which BAR to replay instead."""
+        if self.accesses or not self.skipped_by_bar:
+            return None
+        busiest = max(self.skipped_by_bar.items(), key=lambda kv: (kv[1], -kv[0]))
+        seen = ", ".join(f"BAR{b}: {n:,}" for b, n in sorted(self.skipped_by_bar.items()))
+        return (
+            f"BAR{self.bar} saw no access; the trace has accesses to {seen}: replay another "
+            f"BAR with --bar {busiest[0]}"
+        )
 
     @property
     def accesses(self) -> int:
@@ -152,6 +175,10 @@ class ReplayReport:
             "skipped": self.skipped.to_json(),
             "malformed": self.malformed.to_json(),
             "notes": self.notes.to_json(),
+            "device_errors": self.device_errors.to_json(),
+            "skipped_by_bar": {f"BAR{b}": n for b, n in sorted(self.skipped_by_bar.items())},
+            "hint": self.other_bar_hint(),
+            "interrupted": self.interrupted,
             "dropped_events": self.dropped_events,
         }
 
@@ -219,11 +246,20 @@ def _text(r: ReplayReport) -> list[str]:
     for title, listed in (
         ("skipped accesses", r.skipped),
         ("malformed lines", r.malformed),
+        ("device errors the VMM reported", r.device_errors),
         ("notes", r.notes),
     ):
         out.append(f"{title}: {listed.count:,}")
         out += [f"  line {n}: {t}" if n else f"  {t}" for n, t in listed.entries]
         out += _more(listed)
+    if r.skipped_by_bar:
+        per_bar = ", ".join(f"BAR{b}: {n:,}" for b, n in sorted(r.skipped_by_bar.items()))
+        out.append(f"skipped accesses by BAR: {per_bar}")
+    hint = r.other_bar_hint()
+    if hint:
+        out.append(f"HINT: {hint}")
+    if r.interrupted:
+        out.append(f"INTERRUPTED after {r.lines:,} line(s): the counts are partial")
     if r.dropped_events:
         out.append(f"WARNING: {r.dropped_events} filter event(s) lost: counts are incomplete")
     return out

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import os
+import sys
+import zlib
 from collections.abc import Iterable, Iterator
 
 from .items import Note, TraceItem
@@ -27,10 +30,24 @@ def detect_format(lines: Iterable[str], limit: int = DETECT_LINES) -> str | None
 
 def read_lines(path: str | os.PathLike[str]) -> Iterator[str]:
     """The lines of a file as `grep -n` numbers them (split at '\\n' only), streamed: traces
-    run to gigabytes. Bytes that are not UTF-8 become U+FFFD rather than an error."""
-    with open(path, "rb") as f:
+    run to gigabytes. `-` is standard input; a `.gz` file is decompressed as it is read. Bytes
+    that are not UTF-8 become U+FFFD rather than an error."""
+    name = os.fspath(path)
+    if name == "-":
+        yield from _decode(sys.stdin.buffer, "<stdin>")
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(name, "rb") as f:
+        yield from _decode(f, name)
+
+
+def _decode(f: Iterable[bytes], name: str) -> Iterator[str]:
+    try:
         for raw in f:
             yield raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", "replace")
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        # a truncated or corrupt .gz: say which file, not a traceback
+        raise ValueError(f"{name}: not a readable gzip stream ({e})") from None
 
 
 class TraceSource:
