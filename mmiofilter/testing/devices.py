@@ -9,7 +9,8 @@ Lifetime, the one rule that matters: a filter over a fake device holds its memor
 device hands out keeps the device alive, and a device is released only when no such backend
 is left: `close()` while a filter still lives defers the release to the moment the last one
 goes (and warns, `MappingKeptWarning`), never unmapping memory or closing an fd number under a
-live filter. A device nothing refers to any more is released by the garbage collector.
+live filter (where a reused fd number would send the filter's writes to another file). A device
+nothing refers to any more is released by the garbage collector.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from ..backends import Backend, CallbackBackend, FdBackend, MemoryBackend
+
+B = TypeVar("B", bound=Backend)
 
 #: Size of a fake device when none is given: 16 pages of 4 KiB.
 DEFAULT_SIZE = 0x10000
@@ -53,6 +57,33 @@ def _release(fd: int, buf: mmap.mmap) -> None:
     os.close(fd)
 
 
+class _Hold:
+    """What a backend holds of its fake device: its end retries the device's deferred close."""
+
+    __slots__ = ("__weakref__", "device")
+
+    def __init__(self, device: FakeDevice) -> None:
+        self.device = device
+        weakref.finalize(self, _retry, device)
+
+
+def _retry(device: FakeDevice) -> None:
+    if device.closed:
+        device._try_release()
+
+
+# Closed devices waiting for their filters to go. Strong references: such a device is released
+# by `_try_release`, never dropped unreleased.
+_pending: set[FakeDevice] = set()
+
+
+def sweep() -> int:
+    """Release every closed fake device no filter uses any more; how many are still kept."""
+    for device in list(_pending):
+        device._try_release()
+    return len(_pending)
+
+
 class FakeDevice:
     """A BAR of `size` bytes in a memfd, mapped shared at `buf`; little-endian registers.
 
@@ -67,6 +98,7 @@ class FakeDevice:
             raise ValueError(f"fake device size {size!r} is not a positive integer")
         if initial is not None and len(initial) > size:
             raise ValueError(f"{len(initial)} initial bytes do not fit in {size:#x}")
+        sweep()  # devices whose release had to wait for their filters
         self.size = size
         self.log: list[DeviceAccess] = []
         self.closed = False
@@ -119,25 +151,25 @@ class FakeDevice:
 
     # ---- ways for a filter to reach it ------------------------------------------------------
 
-    def _hand_out(self, backend: Backend) -> Backend:
+    def adopt(self, backend: B) -> B:
+        """Count `backend` (one that reaches this device's memory, made some other way) as this
+        device's: the device stays until it is gone. Every backend below is adopted."""
         if self.closed:
             raise ValueError(f"{self!r}: no new backend over a closed device")
         # The backend keeps the device (its memory, its fd number) alive as long as it lives.
-        backend._fake_device = self  # type: ignore[attr-defined]
+        # Set last, so that when the backend goes its other attributes (a MemoryBackend's
+        # export of `buf`) are dropped before this one, whose end retries a deferred close.
+        backend._fake_device = _Hold(self)  # type: ignore[attr-defined]
         self._backends.add(backend)
         return backend
 
     def memory_backend(self) -> MemoryBackend:
         """Exact-width loads and stores into the mapping: the VMM's fast path."""
-        b = self._hand_out(MemoryBackend(self.buf))
-        assert isinstance(b, MemoryBackend)
-        return b
+        return self.adopt(MemoryBackend(self.buf))
 
     def fd_backend(self) -> FdBackend:
         """pread/pwrite on the memfd: the VFIO slow path."""
-        b = self._hand_out(FdBackend(self.fd))
-        assert isinstance(b, FdBackend)
-        return b
+        return self.adopt(FdBackend(self.fd))
 
     def callback_backend(self) -> CallbackBackend:
         """The filter's device accesses, logged in `log`, then made on the mapping."""
@@ -153,50 +185,55 @@ class FakeDevice:
                 self.log.append((offset, width, True, value))
             self.write(offset, width, value)
 
-        b = self._hand_out(CallbackBackend(read, write))
-        assert isinstance(b, CallbackBackend)
-        return b
+        return self.adopt(CallbackBackend(read, write))
 
     # ---- teardown ---------------------------------------------------------------------------
 
     @property
     def in_use(self) -> bool:
         """Whether a backend this device handed out (so a filter over it) is still alive."""
-        return len(self._backends) > 0
+        return any(True for _ in self._backends)  # iteration skips the dead
 
     def close(self, *, warn: bool = True) -> bool:
         """Unmap and close the memfd; True when done now. While a filter over one of this
-        device's backends is alive, the release waits for it instead (and `warn` says whether
-        to warn, `MappingKeptWarning`): nothing is unmapped or closed under a live filter."""
+        device's backends is alive, the release waits until the last one goes (and `warn`
+        says whether to warn, `MappingKeptWarning`): nothing is unmapped or closed under a
+        live filter."""
         if self.closed:
-            return not self._finalizer.alive
+            return self.released
         self.closed = True
         if self.in_use:
             # A filter in a reference cycle (a callback backend, a traceback) goes only when
             # the collector runs.
             gc.collect()
-        if self.in_use:
-            if warn:
-                warnings.warn(
-                    f"{self!r}: a filter over it outlived close(); its memory and memfd are "
-                    "kept until that filter is gone",
-                    MappingKeptWarning,
-                    stacklevel=2,
-                )
+        if self._try_release():
+            return True
+        if warn:
+            warnings.warn(
+                f"{self!r}: a filter over it outlived close(); its memory and memfd are kept "
+                "until that filter is gone",
+                MappingKeptWarning,
+                stacklevel=2,
+            )
+        return False
+
+    def _try_release(self) -> bool:
+        """Release a closed device if no filter can reach it any more; else try again when the
+        last of its backends goes (or at the next `sweep()`)."""
+        if self.released:
+            _pending.discard(self)
+            return True
+        if not self.closed or self.in_use:
+            _pending.add(self)
             return False
         try:
             self.buf.close()
         except BufferError:
-            # Someone made a backend of `buf` directly: keep it all until they are gone.
-            if warn:
-                warnings.warn(
-                    f"{self!r}: its buffer is still exported (a backend made from `buf` "
-                    "directly?); its memory and memfd are kept until that is gone",
-                    MappingKeptWarning,
-                    stacklevel=2,
-                )
+            # A buffer export outlives the backends (a backend made from `buf` directly).
+            _pending.add(self)
             return False
         self._finalizer()  # closes the fd, once
+        _pending.discard(self)
         return True
 
     @property

@@ -89,7 +89,7 @@ def _make(
             bar=bar,
             page_size=page_size,
             ring_capacity=ring_capacity,
-            **extra,  # type: ignore[arg-type]  # redirect targets, for a core that has them
+            **extra,  # redirect targets (given only when there are some)
         )
     except BaseException:
         if made is not None:
