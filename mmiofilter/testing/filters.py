@@ -116,9 +116,7 @@ def bar_filter(
     fake device of `size` bytes (default `DEFAULT_SIZE`) that is closed at the end of the
     block. `backend` is "memory", "fd", "callback" (logged in the device's `log`) or a Backend
     of your own; `targets` are redirect targets by name, passed on to `BarFilter`."""
-    f, _, made = _make(
-        None, policy, size, page_size, backend, device, bar, ring_capacity, targets
-    )
+    f, _, made = _make(None, policy, size, page_size, backend, device, bar, ring_capacity, targets)
     try:
         yield f
     finally:
