@@ -115,7 +115,7 @@ def firmware_update_payloads() -> st.SearchStrategy[bytes]:
     return st.builds(_bytes_from, _SEED, sizes)
 
 
-def messages(*, types: Sequence[int] | None = None) -> st.SearchStrategy[tuple[int, bytes]]:
+def fsp_messages(*, types: Sequence[int] | None = None) -> st.SearchStrategy[tuple[int, bytes]]:
     """`(nvdm_type, payload)` of the messages a driver or admin tool sends: COT, PRC, INFOROM,
     CAPS_QUERY, FIRMWARE_UPDATE (or only `types` of them)."""
     by_type: dict[int, st.SearchStrategy[bytes]] = {
@@ -136,7 +136,7 @@ def driver_sends(
     uses channel 0; gpu-admin-tools channels 1 and 2."""
     return st.builds(
         lambda m, c: Send(m[0], m[1], channel=c),
-        messages(types=types),
+        fsp_messages(types=types),
         st.sampled_from(tuple(channels)),
     )
 
