@@ -18,6 +18,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from ..backends import Backend
 from ..filter import DEFAULT_RING_CAPACITY, BarFilter
@@ -31,9 +32,14 @@ DEFAULT_PAGE_SIZE = 4096
 #: How a filter reaches its fake device when `backend` names a kind.
 BACKEND_KINDS = ("memory", "fd", "callback")
 
-# The fake device under each filter the helpers made, for `device_of`. Weak: a filter the test
-# drops is forgotten with it.
+# The fake device under each filter the helpers made, and the fake redirect targets they made
+# for it, for `device_of`. Weak: a filter the test drops is forgotten with it.
 _devices_of: weakref.WeakKeyDictionary[BarFilter, FakeDevice] = weakref.WeakKeyDictionary()
+_targets_of: weakref.WeakKeyDictionary[BarFilter, dict[str, FakeDevice]] = (
+    weakref.WeakKeyDictionary()
+)
+#: Smallest fake redirect target: a PCI Express config space (PCI_CFG_SPACE_EXP_SIZE).
+TARGET_SIZE = 4096
 
 
 def as_policy(policy: Policy | Iterable[Rule]) -> Policy:
@@ -50,6 +56,21 @@ def backend_of(device: FakeDevice, kind: str) -> Backend:
     if kind == "callback":
         return device.callback_backend()
     raise ValueError(f"backend {kind!r} is not one of {BACKEND_KINDS} or a Backend")
+
+
+def _fake_targets(
+    policy: Policy, bar: int, new_device: DeviceFactory | None
+) -> dict[str, FakeDevice]:
+    """A fake device for each redirect target the policy's rules of `bar` name, sized to hold
+    every byte a rule sends there (at least `TARGET_SIZE`)."""
+    need: dict[str, int] = {}
+    for r in policy.for_bar(bar):
+        if r.action == "redirect":
+            name = str(getattr(r, "target", ""))
+            end = int(getattr(r, "target_offset", 0)) + r.size
+            need[name] = max(need.get(name, TARGET_SIZE), end)
+    make = new_device if new_device is not None else FakeDevice
+    return {name: make(-(-size // TARGET_SIZE) * TARGET_SIZE) for name, size in need.items()}
 
 
 def _make(
@@ -80,11 +101,17 @@ def _make(
             made = device = new_device(n) if new_device is not None else FakeDevice(n)
         bar_size = device.size if size is None else size
         chosen = backend_of(device, backend)
-    extra = {"targets": dict(targets)} if targets else {}
+    policy = as_policy(policy)
+    fakes: dict[str, FakeDevice] = {}
+    if targets is None:
+        kind = backend if isinstance(backend, str) else "memory"
+        fakes = _fake_targets(policy, bar, new_device)
+        targets = {name: backend_of(d, kind) for name, d in fakes.items()}
+    extra: dict[str, Any] = {"targets": dict(targets)} if targets else {}
     try:
         f = BarFilter(
             bar_size,
-            as_policy(policy),
+            policy,
             chosen,
             bar=bar,
             page_size=page_size,
@@ -92,11 +119,14 @@ def _make(
             **extra,  # redirect targets (given only when there are some)
         )
     except BaseException:
-        if made is not None:
-            made.close(warn=False)
+        for d in [made, *fakes.values()]:
+            if d is not None:
+                d.close(warn=False)
         raise
     if device is not None:
         _devices_of[f] = device
+    if fakes:
+        _targets_of[f] = fakes
     return f, device, made
 
 
@@ -117,19 +147,25 @@ def bar_filter(
     block. `backend` is "memory", "fd", "callback" (logged in the device's `log`) or a Backend
     of your own; `targets` are redirect targets by name, passed on to `BarFilter`."""
     f, _, made = _make(None, policy, size, page_size, backend, device, bar, ring_capacity, targets)
+    mine = [made] if made is not None else []
+    mine += _targets_of.get(f, {}).values()
     try:
         yield f
     finally:
         del f
-        if made is not None:
+        for d in mine:
             # Released now unless the caller still holds the filter (`with ... as f` leaves f
             # bound): then when the filter goes. Never under a live filter.
-            made.close(warn=False)
+            d.close(warn=False)
 
 
-def device_of(f: BarFilter) -> FakeDevice:
-    """The fake device `f` was made over, by `bar_filter` or a `BarFilterFactory`."""
+def device_of(f: BarFilter, target: str | None = None) -> FakeDevice:
+    """The fake device `f` was made over, by `bar_filter` or a `BarFilterFactory`; with
+    `target`, the fake device the helpers made for that redirect target (a policy with redirect
+    rules and no `targets` given gets one per target name)."""
     try:
+        if target is not None:
+            return _targets_of[f][target]
         return _devices_of[f]
     except (KeyError, TypeError):
         raise LookupError("this filter was not made over a fake device by these helpers") from None

@@ -12,9 +12,10 @@ the table through the backend).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from ..backends import Backend, CallbackBackend
 from ..devices import attach, load_policy_file
@@ -116,14 +117,22 @@ class SimulatedGpu:
         backend: str = "memory",
         page_size: int | None = DEFAULT_PAGE_SIZE,
         ring_capacity: int = 1024,
+        targets: Mapping[str, Backend] | None = None,
     ) -> tuple[BarFilter, Resolved]:
         """The filter of `policy` (a policy file's text or a `PolicyFile`; default: this GPU's
-        profile with its defaults) over BAR0, with every rule resolved against this device."""
+        profile with its defaults) over BAR0, with every rule resolved against this device;
+        `targets` are redirect targets by name (`config_mirror = "virtualize"` needs one)."""
         if policy is None:
             policy = f'profile = "{self.spec.policy_profile}"\n'
         pf = load_policy_file(policy) if isinstance(policy, str) else policy
+        extra: dict[str, Any] = {"targets": dict(targets)} if targets else {}
         f, resolved = attach(
-            pf, self.backend(backend), self.size, page_size=page_size, ring_capacity=ring_capacity
+            pf,
+            self.backend(backend),
+            self.size,
+            page_size=page_size,
+            ring_capacity=ring_capacity,
+            **extra,  # given only when there are some
         )
         _devices_of[f] = self.device
         return f, resolved
