@@ -181,7 +181,15 @@ def __getattr__(name: str) -> object:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    try:
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    except ModuleNotFoundError as e:
+        if e.name != "hypothesis" and not (e.name or "").startswith("hypothesis."):
+            raise
+        raise ImportError(
+            f"mmiofilter.testing.{name} is a hypothesis strategy and needs hypothesis: "
+            "pip install mmiofilter[testing]"
+        ) from e
     globals()[name] = value  # once resolved, a plain attribute
     return value
 
