@@ -67,8 +67,8 @@ class ProfilePolicy:
     @property
     def regmap(self) -> RegisterMap | None:
         """The profile's register map (NVIDIA profiles), else None."""
-        family = getattr(get_profile(self.profile), "family", "")
-        return load_map(family) if family else None
+        regmap = getattr(get_profile(self.profile), "map", None)  # loaded once per profile
+        return regmap if isinstance(regmap, RegisterMap) else None
 
     @property
     def guards(self) -> list[FspGuard]:

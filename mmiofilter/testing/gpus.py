@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from ..backends import Backend, CallbackBackend
@@ -62,7 +63,7 @@ class SimulatedGpu:
 
     def __init__(self, spec: GpuSpec) -> None:
         self.spec = spec
-        self.regmap: RegisterMap = load_map(spec.family)
+        self.regmap: RegisterMap = _map(spec.family)
         self.size = self.regmap.bar(0).size
         self.device = FakeDevice(self.size)
         try:
@@ -146,6 +147,12 @@ class SimulatedGpu:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@cache
+def _map(family: str) -> RegisterMap:
+    """The shipped map of `family`, parsed once (a RegisterMap is immutable)."""
+    return load_map(family)
 
 
 def _touches(fsp: SimFsp, offset: int, width: int) -> bool:
