@@ -37,6 +37,11 @@ WARNING = f"error::{PLUGIN}.MappingKeptWarning"
 FIXTURE_FILES = ("consumer_basic.py", "consumer_factories_given.py", "consumer_strategies.py")
 #: Documents whose marked examples must run as written.
 DOCUMENTS = (ROOT / "docs" / "testing-helpers.md", ROOT / "README.md")
+#: What a source tree holds that is not source: build output, caches, environments.
+NOT_SOURCE = (
+    ".git", ".venv*", "venv*", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis",
+    ".mypy_cache", ".ruff_cache", ".pytest_cache", "*.so", "*.o", "*.a", "_core.c", "fuzz",
+)  # fmt: skip
 #: This environment's pip, installing into another one (pip >= 22.3).
 PIP_INSTALL = (sys.executable, "-m", "pip", "--python")
 _EXAMPLE = re.compile(r"<!-- example: (\w+) -->\s*```python\n(.*?)```", re.S)
@@ -161,9 +166,12 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh virtual environment with the wheel built from this tree installed: its Python.
     The system's site-packages give it pytest, hypothesis and cffi."""
     tmp = tmp_path_factory.mktemp("wheel")
-    dist, venv = tmp / "dist", tmp / "venv"
+    source, dist, venv = tmp / "source", tmp / "dist", tmp / "venv"
+    # A clean copy: setuptools builds in the source tree and never prunes its build/, where a
+    # module deleted since the last build would live on and end up in the wheel.
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(dist)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w", str(dist)],
         cwd=tmp,
         capture_output=True,
         text=True,

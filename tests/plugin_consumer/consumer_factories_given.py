@@ -26,7 +26,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(size=st.sampled_from([0x1000, 0x1800, 0x4000]), first=st.integers(0, 0xFF))
 def test_device_factory_in_given(mmio_device_factory: DeviceFactory, size: int, first: int) -> None:
     dev = mmio_device_factory(size, initial=bytes([first]))
@@ -35,7 +35,7 @@ def test_device_factory_in_given(mmio_device_factory: DeviceFactory, size: int, 
     dev.write32(size - 4, 0xFFFFFFFF)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(backend=st.sampled_from(["memory", "fd", "callback"]), value=st.integers(0, 2**32 - 1))
 def test_bar_filter_factory_in_given(
     bar_filter_factory: BarFilterFactory, backend: str, value: int
@@ -49,7 +49,7 @@ def test_bar_filter_factory_in_given(
     assert dev.read32(0x20) == 0 and dev.read32(0x24) == value
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(offset=st.integers(0, SIZE - 4), value=st.integers(0, 2**32 - 1))
 def test_model_filter_factory_in_given(
     model_filter_factory: ModelFilterFactory, offset: int, value: int

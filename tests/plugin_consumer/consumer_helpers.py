@@ -60,7 +60,7 @@ def test_fake_device_closes_its_memfd() -> None:
     assert dev.released and not fd_is_open(fd)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(backend=st.sampled_from(["memory", "fd", "callback"]), data=st.data())
 def test_bar_filter_with_every_backend_in_given(backend: str, data: st.DataObject) -> None:
     with bar_filter(POLICY, size=0x1000, backend=backend) as f:
@@ -87,7 +87,7 @@ def test_a_filter_outliving_its_block_keeps_its_device() -> None:
     assert dev.released
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(data=st.data())
 def test_model_filter_and_plain_factories(data: st.DataObject) -> None:
     devices = DeviceFactory()
@@ -111,7 +111,7 @@ class TestWithUnittest(unittest.TestCase):
             self.assertEqual(f.read(0x100, 4), 0xFFFFFFFF)
             self.assertIs(f.write(0x200, 4, 1), mf.Outcome.BLOCKED)
 
-    @settings(max_examples=20, deadline=None)
+    @settings(max_examples=10, deadline=None)
     @given(spec=gpu_specs("gv100"))
     def test_simulated_v100(self, spec: GpuSpec) -> None:
         with simulated_gpu(spec) as gpu:
@@ -124,7 +124,7 @@ class TestWithUnittest(unittest.TestCase):
             self.assertEqual(gpu.read32(pmc.offset) & nvlink, nvlink)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(pp=profile_policies(), data=st.data())
 def test_profile_policies_on_their_registers(pp: ProfilePolicy, data: st.DataObject) -> None:
     assert pp.profile in ("nvidia-gv100", "nvidia-gh100", "pci")
@@ -137,7 +137,7 @@ def test_profile_policies_on_their_registers(pp: ProfilePolicy, data: st.DataObj
             assert_security(pp.policy, device_of(f).log, bar=bar)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(sends=st.lists(driver_sends(channels=(0, 1, 2)), max_size=4))
 def test_a_driver_alone_is_served(sends: list[Send]) -> None:
     with simulated_gpu(GpuSpec("gh100")) as gpu:
@@ -148,7 +148,7 @@ def test_a_driver_alone_is_served(sends: list[Send]) -> None:
         assert_fsp_guarded(gpu.fsp, {FW})
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(steps=mailbox_sequences(), send=hostile_sends(), raw=mailbox_accesses())
 def test_the_guard_holds_under_hostile_interleavings(
     steps: list[Send | Raw], send: Send, raw: Raw

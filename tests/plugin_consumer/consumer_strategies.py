@@ -18,7 +18,7 @@ SIZE = 0x4000
 
 # The factories are session-scoped, so hypothesis' health checks stay on: each example makes
 # its own filters and devices, released as soon as it drops them.
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_random_policies_against_the_model(
     data: st.DataObject,
