@@ -16,6 +16,7 @@ from mmiofilter.testing import (
     DeviceFactory,
     FakeDevice,
     GpuSpec,
+    InterleavedBar,
     ModelFilterFactory,
     ProfilePolicy,
     Raw,
@@ -159,6 +160,46 @@ def test_the_guard_holds_under_hostile_interleavings(
         results = run_mailbox(f, [*steps, raw, send])
         assert isinstance(results[-1], SendResult)
         assert_fsp_guarded(gpu.fsp, {FW})
+
+
+def my_driver_boot(bar: InterleavedBar, cot: bytes) -> int:
+    """A guest driver's own code under test: one COT packet on channel 0, the open driver's
+    register order, then the reply's error code (or -1 when the mailbox never got ready)."""
+    emem, queue, msgq = 0x8F2AC0, 0x8F2C00, 0x8F2C80
+    packet = (0xC0000000).to_bytes(4, "little") + (0x14_10DE7E).to_bytes(4, "little") + cot
+    packet += bytes(-len(packet) % 4)
+    for _ in range(8):
+        if bar.read(queue, 4) == bar.read(queue + 4, 4) and bar.read(msgq, 4) == bar.read(
+            msgq + 4, 4
+        ):
+            break
+    else:
+        return -1
+    bar.write(emem, 4, 1 << 24)  # EMEMC: offset 0, auto-increment on write
+    for i in range(0, len(packet), 4):
+        bar.write(emem + 4, 4, int.from_bytes(packet[i : i + 4], "little"))
+    bar.write(queue + 4, 4, len(packet) - 4)
+    bar.write(queue, 4, 0)  # the doorbell
+    head, tail = bar.read(msgq, 4), bar.read(msgq + 4, 4)
+    if head == tail:
+        return -1
+    bar.write(emem, 4, head | 1 << 25)  # EMEMC: auto-increment on read
+    words = [bar.read(emem + 4, 4) for _ in range(5)]
+    bar.write(msgq + 4, 4, head)
+    bar.write(msgq, 4, head)
+    return words[4]
+
+
+@settings(max_examples=12, deadline=None)
+@given(injections=st.lists(st.tuples(st.integers(0, 30), mailbox_accesses()), max_size=4))
+def test_my_own_driver_against_hostile_interleavings(injections: list[tuple[int, Raw]]) -> None:
+    with simulated_gpu(GpuSpec("gh100")) as gpu:
+        f, _ = gpu.attach()
+        assert gpu.fsp is not None
+        error = my_driver_boot(InterleavedBar(f, injections), bytes(860))
+        assert_fsp_guarded(gpu.fsp, {FW})
+        if not injections:  # alone, the driver boots
+            assert error == 0 and [m.nvdm_type for m in gpu.fsp.messages] == [0x14]
 
 
 def test_without_the_guard_the_same_steps_reach_the_fsp() -> None:
