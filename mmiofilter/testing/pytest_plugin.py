@@ -13,14 +13,15 @@ the entry point first with `-p no:mmiofilter` if you must.)
 - `mmio_device_factory`: `make(size=DEFAULT_SIZE, *, initial=None) -> FakeDevice`, for several
   devices or a size chosen in the test.
 - `bar_filter_factory`: `make(policy=(), *, size=None, page_size=4096, backend="memory",
-  device=None, bar=0, ring_capacity=1024) -> BarFilter` over a fake device (a new one unless
-  `device` is given); `bar_filter_factory.device(f)` is the device under `f`.
+  device=None, bar=0, ring_capacity=1024, targets=None) -> BarFilter` over a fake device (a new
+  one unless `device` is given); `bar_filter_factory.device(f)` is the device under `f`.
 - `model_filter_factory`: the same for the pure-Python reference model over a `ModelDevice`
   (`model_filter_factory.device(m)` has its access `log`).
 - `mmio_strategies`: the module `mmiofilter.testing.strategies` (hypothesis strategies for page
   sizes, BAR sizes, rules, policies, valid and invalid accesses); the test skips when
   hypothesis is not installed. In `@given(...)` arguments, which are evaluated at import, use
-  `from mmiofilter.testing import strategies` instead.
+  `from mmiofilter.testing import strategies` instead (and docs/testing-helpers.md for the
+  realistic ones: profile policies, register accesses, simulated GPUs, FSP mailbox traffic).
 
 The three factories are session-scoped, so they are safe inside `@given` (hypothesis' health
 check refuses function-scoped fixtures there): each call makes a fresh object, which is released
