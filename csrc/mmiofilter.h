@@ -160,23 +160,39 @@ const char *mf_table_rule_name(const struct mf_table *t, size_t rule);
 /* Copy the per-rule hit counters (accesses that touched a byte the rule owns) into out[n]. */
 void mf_table_counters(const struct mf_table *t, uint64_t *out, size_t n);
 
-/* ---- page layout (DESIGN §4) ----------------------------------------------------------- */
+/* ---- page layout (docs/contract-details.md) ----------------------------------------------------------- */
 
 struct mf_area {
     uint64_t offset; /* page-aligned */
     uint64_t length; /* a non-zero multiple of the page size */
 };
 
-/* The direct areas: maximal runs of pages the VMM may map into the guest. Writes at most
- * `cap` areas to `out` and returns how many there are in all (call with cap 0 to size). */
+/* Pages come in three classes: direct (every byte allow: map read-write), read-direct (only
+ * allow, readonly and mask bytes, so no read is hidden, changed or recorded: map read-only,
+ * e.g. KVM_MEM_READONLY, and only writes exit) and trapped (any other byte, or the partial last
+ * page: every access exits). A VMM that cannot map read-only traps read-direct pages too; the
+ * filter decides every access that reaches it the same way whatever its page's class. */
+
+/* The direct areas: maximal runs of direct pages, sorted. Writes at most `cap` areas to `out`
+ * and returns how many there are in all (call with cap 0 to size). */
 size_t mf_table_direct_areas(const struct mf_table *t, struct mf_area *out, size_t cap);
-/* Allowed bytes that sit in trapped pages: what page granularity costs. */
-uint64_t mf_table_collateral(const struct mf_table *t);
-/* Number of trapped pages. */
+/* The read-direct areas: maximal runs of read-direct pages, sorted; as above. */
+size_t mf_table_read_direct_areas(const struct mf_table *t, struct mf_area *out, size_t cap);
+/* Pages that are not direct: read-direct and trapped pages (what a VMM that maps nothing
+ * read-only traps). */
 uint64_t mf_table_trapped_pages(const struct mf_table *t);
+/* Pages that are read-direct (a subset of mf_table_trapped_pages). */
+uint64_t mf_table_read_direct_pages(const struct mf_table *t);
+/* Collateral: what page granularity costs. For writes, the allow bytes outside direct pages;
+ * for reads, the bytes whose reads pass unrecorded (allow, readonly, mask) in trapped pages.
+ * mf_table_collateral is mf_table_collateral_write (its meaning before read-direct pages). */
+uint64_t mf_table_collateral_write(const struct mf_table *t);
+uint64_t mf_table_collateral_read(const struct mf_table *t);
+uint64_t mf_table_collateral(const struct mf_table *t);
 /* Write the layout as a struct vfio_region_info_cap_sparse_mmap (linux/vfio.h: 16-byte
  * header {id=1, version=1, next=0, nr_areas, reserved} then {offset, size} per direct area),
- * little-endian. Returns the byte length; writes only if it fits in `cap`. */
+ * little-endian. Returns the byte length; writes only if it fits in `cap`. The capability
+ * cannot say read-only: it lists the direct areas only. */
 size_t mf_table_sparse_mmap(const struct mf_table *t, uint8_t *out, size_t cap);
 
 /* ---- backends -------------------------------------------------------------------------- */

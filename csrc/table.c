@@ -443,7 +443,8 @@ struct mf_table *mf_table_compile(const struct mf_rule *rules, size_t n,
         return NULL;
     }
     t->footprint += sizeof *t + t->nruns * sizeof *t->runs +
-                    t->nslots * sizeof *t->slots + t->nareas * sizeof *t->areas;
+                    t->nslots * sizeof *t->slots + t->nareas * sizeof *t->areas +
+                    t->nrd_areas * sizeof *t->rd_areas;
     return t;
 }
 
@@ -461,6 +462,7 @@ void mf_table_free(struct mf_table *t)
     free(t->names);
     free(t->slots);
     free(t->areas);
+    free(t->rd_areas);
     free(t);
 }
 
