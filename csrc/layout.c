@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actions.h"
 #include "internal.h"
 
 /* Walks trapped page ranges in ascending order; direct areas are the gaps between them. */
@@ -49,9 +50,9 @@ int mf_layout_compute(struct mf_table *t)
     t->trapped_pages = 0;
 
     struct walk w = {t, 0, 0};
-    uint64_t restricted = 0; /* bytes owned by a non-allow action: never collateral */
+    uint64_t restricted = 0; /* bytes owned by a non-direct action: never collateral */
     for (size_t i = 0; i < t->nruns; i++) {
-        if (t->runs[i].action == MF_ALLOW)
+        if (mf_action_direct(t->runs[i].action))
             continue;
         uint64_t s = t->runs[i].start, e = mf_run_end(t, i);
         restricted += e - s;
