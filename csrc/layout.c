@@ -14,22 +14,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actions.h"
 #include "internal.h"
 
 enum { PAGE_DIRECT = 0, PAGE_READ_DIRECT = 1, PAGE_TRAPPED = 2 };
 
-/* The class a byte of this action gives its page. */
+/* The class a byte of this action gives its page, from the action's properties
+ * (actions.h): a read-direct byte's reads pass unhidden and unrecorded; only its writes need
+ * the filter. */
 static int page_class(uint8_t action)
 {
-    switch (action) {
-    case MF_ALLOW:
+    if (mf_action_direct(action))
         return PAGE_DIRECT;
-    case MF_READONLY: /* the read passes unrecorded; only writes need the filter */
-    case MF_MASK:
-        return PAGE_READ_DIRECT;
-    default: /* a read that is hidden, changed or recorded needs the filter too */
-        return PAGE_TRAPPED;
-    }
+    return mf_action_read_direct(action) ? PAGE_READ_DIRECT : PAGE_TRAPPED;
 }
 
 /* A range of pages [first, last] of one class other than direct. */

@@ -36,9 +36,10 @@ extern "C" {
 
 /* ---- actions, outcomes, error codes ---------------------------------------------------- */
 
-/* Per-byte actions. MF_ALLOW..MF_DENY go from the least to the most restrictive, the order that
- * breaks priority ties; MF_GUARD ranks between audit and readonly in that order (it passes
- * some writes and refuses others), and a guard must own every byte of its registers. */
+/* Per-byte actions (docs/contract-details.md). The codes are only names: what each action
+ * does, and how restrictive it is when rules of equal priority overlap (deny > emulate >
+ * redirect > mask > readonly > guard > audit > allow), is one table in the core
+ * (csrc/actions.h); new actions are appended. */
 enum mf_action {
     MF_ALLOW = 0,    /* read and write pass */
     MF_AUDIT = 1,    /* pass, and the access is recorded as an event */
@@ -46,9 +47,11 @@ enum mf_action {
     MF_MASK = 3,     /* read passes, write passes with bits forced: b' = (b & ~m) | (v & m) */
     MF_EMULATE = 4,  /* read returns the rule's value byte, write dropped; device untouched */
     MF_DENY = 5,     /* read returns the fill byte, write dropped */
-    MF_GUARD = 6     /* a stateful guard decides each access (struct mf_guard_spec) */
+    MF_GUARD = 6,    /* a stateful guard decides each access (struct mf_guard_spec); a guard
+                        must own every byte of its registers */
+    MF_REDIRECT = 7  /* read from / written to the rule's target backend; device untouched */
 };
-#define MF_NUM_ACTIONS 7
+#define MF_NUM_ACTIONS 8
 
 enum mf_outcome {
     MF_PASS = 0,     /* the device saw exactly the guest's access */

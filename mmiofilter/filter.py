@@ -72,8 +72,8 @@ def _le_bytes(v: int) -> bytes:
     return v.to_bytes((v.bit_length() + 7) // 8, "little")
 
 
-#: enum mf_action: the rule actions in order, then MF_GUARD.
-_ACTION_CODE = {**{a: i for i, a in enumerate(ACTIONS)}, "guard": 6}
+#: enum mf_action, by the name a policy uses ("allow" -> MF_ALLOW).
+_ACTION_CODE: dict[str, int] = {a: getattr(lib, f"MF_{a.upper()}") for a in (*ACTIONS, "guard")}
 
 
 def _guard_spec(g: FspGuard) -> Any:
