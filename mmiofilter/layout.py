@@ -78,7 +78,7 @@ class Layout:
         return self.trapped_count - self.read_direct_count
 
     def page_class(self, offset: int) -> str:
-        """"direct", "read-direct" or "trapped": the class of the page holding `offset`."""
+        """ "direct", "read-direct" or "trapped": the class of the page holding `offset`."""
         if not 0 <= offset < self.size:
             raise ValueError(f"offset {offset:#x} is outside the BAR (size {self.size:#x})")
         for name, areas in (("direct", self.direct), ("read-direct", self.read_direct)):

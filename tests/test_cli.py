@@ -68,6 +68,13 @@ def check_bench_report(report: dict[str, Any]) -> None:
         assert abs(sum(variant["outcomes"].values()) - 1) < 1e-9, name
         assert 0 <= variant["events_per_access"] <= 1, name
     assert report["params"]["quick"] is True
+    # the driver workload's exits are replayed (no KVM needed): a read-only mapping never costs
+    # more exits than trapping, and nothing beats the byte-granular floor
+    for page in ("4096", "65536"):
+        d = report["workload_exits"][page]
+        assert d["page_trap"] >= d["read_direct"] >= d["byte_minimum"] >= 0, page
+    for key in ("read_direct_read_exits", "read_direct_write_exits"):
+        assert report[key] is None or isinstance(report[key], int), key
 
 
 def test_bench_quick_json_in_process(capsys: pytest.CaptureFixture[str]) -> None:

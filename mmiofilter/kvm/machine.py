@@ -238,7 +238,7 @@ class _Vcpu:
 class Machine:
     """A VM with RAM, the guest firmware, and filtered BARs. One `run` per machine."""
 
-    def __init__(self, *, ram_size: int = 4 << 20) -> None:
+    def __init__(self, *, ram_size: int = 4 << 20, map_read_direct: bool = True) -> None:
         reason = kvm_available()
         if reason is not None:
             raise KvmUnavailable(reason)
@@ -248,6 +248,7 @@ class Machine:
             os.close(self._kvm)
             raise KvmUnavailable(f"KVM_CREATE_VM: {os.strerror(-vm)}")
         self._vm = vm
+        self.map_read_direct = map_read_direct  # False: read-direct pages trap (as vfio does)
         try:  # read-only memory slots: what maps read-direct pages (KVM_MEM_READONLY)
             self.readonly_mem = fcntl.ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0
         except OSError:
@@ -307,7 +308,9 @@ class Machine:
         if host % HOST_PAGE or f.page_size % HOST_PAGE:
             raise ValueError("the BAR's buffer and page size must be host-page aligned (mmap)")
         w = BarWindow(self, gpa, f.size, f, host=host)
-        if not self.readonly_mem:
+        if not self.map_read_direct:
+            w.read_direct_note = "read-direct mapping turned off: read-direct pages trap"
+        elif not self.readonly_mem:
             w.read_direct_note = "KVM has no KVM_CAP_READONLY_MEM: read-direct pages trap"
         else:
             w.host_ro, w.read_direct_note = readonly_alias(host, f.size)

@@ -284,9 +284,7 @@ def compute_read_direct(rules_of_bar: Sequence[Rule], size: int, page_size: int)
     return ModelReadDirect(areas, collateral_read)
 
 
-def _minus(
-    outer: list[tuple[int, int]], inner: list[tuple[int, int]]
-) -> list[tuple[int, int]]:
+def _minus(outer: list[tuple[int, int]], inner: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The byte ranges of `outer` not covered by `inner` (both sorted, `inner` inside `outer`)."""
     out: list[tuple[int, int]] = []
     for off, length in outer:
