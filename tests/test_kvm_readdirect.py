@@ -232,7 +232,7 @@ def test_swap_under_a_running_guest_never_goes_back(bar: mmap.mmap) -> None:
     emulated = mf.Policy([Rule("ro", RO, 4, "emulate", value=0xC0FFEE11), *POLICY.rules[1:]])
     f = mf.BarFilter(SIZE, POLICY, mf.MemoryBackend(bar), page_size=PAGE)
     prog = kvm.Program()
-    for _ in range(3000):
+    for _ in range(6000):  # each read prints a line through ~20 port exits: over a second
         prog.read(GPA + RO)
     with machine() as m:
         window = m.add_bar(GPA, f)
@@ -242,7 +242,7 @@ def test_swap_under_a_running_guest_never_goes_back(bar: mmap.mmap) -> None:
         def swapper() -> None:
             try:
                 started.wait(10)
-                time.sleep(0.3)  # the guest prints each read through port exits: ~1 s in all
+                time.sleep(0.2)  # well inside the guest's run
                 m.update_policy(window, emulated)
             except BaseException as e:  # reported below
                 failures.append(e)
