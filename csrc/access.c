@@ -18,6 +18,7 @@
  * partial = split does what vfio does and accesses the passing bytes in naturally aligned
  * chunks. Either way no byte that does not pass reaches the device.
  */
+#include "actions.h"
 #include "backend.h"
 #include "chunk.h"
 #include "guard.h"
@@ -55,7 +56,7 @@ static void make_plan(struct mf_table *t, const struct mf_access *acc, size_t ru
             continue;
         const struct mf_crule *c = &t->rules[r];
         uint64_t i = a - c->start;
-        if (c->action == MF_EMULATE || c->action == MF_MASK) {
+        if (mf_action(c->action)->read_value || mf_action(c->action)->write_forced) {
             p->vbyte[k] = pool_byte(t, c->value_off, c->value_len, i);
             p->mbyte[k] = pool_byte(t, c->mask_off, c->mask_len, i);
         }
@@ -69,9 +70,6 @@ static void make_plan(struct mf_table *t, const struct mf_access *acc, size_t ru
         }
     }
 }
-
-static bool read_passes(uint8_t action) { return action <= MF_MASK; }
-static bool write_blocked(uint8_t action) { return action >= MF_READONLY && action != MF_MASK; }
 
 /* Access the bytes selected by `sel` (bit k = byte k) in naturally aligned chunks: at
  * position p in a run ending at e, the widest w of 8, 4, 2, 1 with p % w == 0 and p + w <= e.
@@ -124,9 +122,10 @@ static int do_read(struct mf_filter *f, struct mf_table *t, const struct mf_acce
     const unsigned w = p->width, all = (1u << w) - 1;
     unsigned pass = 0, emul = 0, audit = 0;
     for (unsigned k = 0; k < w; k++) {
-        pass |= (unsigned)read_passes(p->action[k]) << k;
-        emul |= (unsigned)(p->action[k] == MF_EMULATE) << k;
-        audit |= (unsigned)(p->action[k] == MF_AUDIT) << k;
+        const struct mf_action_row *a = mf_action(p->action[k]);
+        pass |= (unsigned)a->read_passes << k;
+        emul |= (unsigned)(a->read_hidden && a->read_value) << k;
+        audit |= (unsigned)a->read_recorded << k;
     }
     /* the answer for bytes that do not pass: the rule's value or the fill */
     uint64_t local = 0;
@@ -161,14 +160,15 @@ static int do_write(struct mf_filter *f, struct mf_table *t, const struct mf_acc
     unsigned blocked = 0, audit = 0, changed = 0;
     uint64_t out = 0;
     for (unsigned k = 0; k < w; k++) {
+        const struct mf_action_row *a = mf_action(p->action[k]);
         uint8_t b = (uint8_t)(acc->value >> (8 * k));
-        if (p->action[k] == MF_MASK) {
+        if (a->write_forced) {
             uint8_t nb = (uint8_t)((b & ~p->mbyte[k]) | (p->vbyte[k] & p->mbyte[k]));
             changed |= (unsigned)(nb != b) << k;
             b = nb;
         }
-        blocked |= (unsigned)write_blocked(p->action[k]) << k;
-        audit |= (unsigned)(p->action[k] == MF_AUDIT) << k;
+        blocked |= (unsigned)a->write_blocked << k;
+        audit |= (unsigned)a->write_recorded << k;
         out |= (uint64_t)b << (8 * k);
     }
 
@@ -202,19 +202,19 @@ static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct 
                           size_t run, struct mf_result *res, const char **why)
 {
     const uint32_t r = t->runs[run].rule;
-    const uint8_t action = t->runs[run].action;
+    const struct mf_action_row *a = mf_action(t->runs[run].action);
     const unsigned w = acc->width;
     if (r != MF_NO_RULE)
         atomic_fetch_add_explicit(&t->hits[r], 1, memory_order_relaxed);
     const char *name = r == MF_NO_RULE ? NULL : t->names[r];
-    *why = action == MF_AUDIT ? name : NULL;
     if (!acc->is_write) {
-        if (read_passes(action)) {
+        *why = a->read_recorded ? name : NULL;
+        if (a->read_passes) {
             res->outcome = MF_PASS;
             return mf_dev_read(&f->backend, acc->offset, w, &res->value) ? MF_EDEVICE : MF_OK;
         }
         *why = name;
-        if (action == MF_DENY) {
+        if (!a->read_value) {
             res->outcome = MF_BLOCKED;
             res->value = mf_fill_value(t->cfg.fill, w);
             return MF_OK;
@@ -228,7 +228,8 @@ static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct 
         res->value = v;
         return MF_OK;
     }
-    if (write_blocked(action)) {
+    *why = a->write_recorded ? name : NULL;
+    if (a->write_blocked) {
         *why = name;
         res->outcome = MF_BLOCKED;
         res->value = 0;
@@ -236,7 +237,7 @@ static int access_uniform(struct mf_filter *f, struct mf_table *t, const struct 
     }
     uint64_t out = acc->value;
     res->outcome = MF_PASS;
-    if (action == MF_MASK) {
+    if (a->write_forced) {
         const struct mf_crule *c = &t->rules[r];
         uint64_t m = 0, v = 0;
         for (unsigned k = 0; k < w; k++) {
@@ -286,7 +287,7 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
         res->value = acc->is_write ? 0 : mf_fill_value(t->cfg.fill, acc->width);
         why = "(unaligned)";
         rc = MF_OK;
-    } else if (uniform && t->runs[run].action == MF_GUARD) {
+    } else if (uniform && mf_action(t->runs[run].action)->guarded) {
         return access_guarded(f, t, acc, t->runs[run].rule, res);
     } else if (uniform) {
         rc = access_uniform(f, t, acc, run, res, &why);

@@ -62,10 +62,10 @@ struct mf_table {
     size_t nindexed;
     struct mf_page_slot *slots;
 
-    /* page layout, computed once at compile time */
-    size_t nareas;
-    struct mf_area *areas;
-    uint64_t trapped_pages, collateral;
+    /* page layout, computed once at compile time (layout.c) */
+    size_t nareas, nrd_areas;
+    struct mf_area *areas, *rd_areas; /* direct and read-direct areas */
+    uint64_t trapped_pages, read_direct_pages, collateral_read, collateral_write;
 
     size_t footprint;
 };
@@ -123,7 +123,7 @@ static inline uint64_t mf_fill_value(uint8_t fill, unsigned width)
     return v;
 }
 
-/* Layout: fills t->areas, t->trapped_pages, t->collateral (layout.c). */
+/* Layout: fills the table's page layout fields (layout.c). */
 int mf_layout_compute(struct mf_table *t);
 
 

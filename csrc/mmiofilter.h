@@ -57,9 +57,10 @@ const char *mf_version(void);
 
 /* ---- actions, outcomes, error codes ---------------------------------------------------- */
 
-/* Per-byte actions. MF_ALLOW..MF_DENY go from the least to the most restrictive, the order that
- * breaks priority ties; MF_GUARD ranks between audit and readonly in that order (it passes
- * some writes and refuses others), and a guard must own every byte of its registers. */
+/* Per-byte actions (docs/contract-details.md). The codes are only names: what each action
+ * does, and how restrictive it is when rules of equal priority overlap (deny > emulate >
+ * redirect > mask > readonly > guard > audit > allow), is one table in the core
+ * (csrc/actions.h); new actions are appended. */
 enum mf_action {
     MF_ALLOW = 0,    /* read and write pass */
     MF_AUDIT = 1,    /* pass, and the access is recorded as an event */
@@ -67,9 +68,11 @@ enum mf_action {
     MF_MASK = 3,     /* read passes, write passes with bits forced: b' = (b & ~m) | (v & m) */
     MF_EMULATE = 4,  /* read returns the rule's value byte, write dropped; device untouched */
     MF_DENY = 5,     /* read returns the fill byte, write dropped */
-    MF_GUARD = 6     /* a stateful guard decides each access (struct mf_guard_spec) */
+    MF_GUARD = 6,    /* a stateful guard decides each access (struct mf_guard_spec); a guard
+                        must own every byte of its registers */
+    MF_REDIRECT = 7  /* read from / written to the rule's target backend; device untouched */
 };
-#define MF_NUM_ACTIONS 7
+#define MF_NUM_ACTIONS 8
 
 enum mf_outcome {
     MF_PASS = 0,     /* the device saw exactly the guest's access */
@@ -188,16 +191,32 @@ struct mf_area {
     uint64_t length; /* a non-zero multiple of the page size */
 };
 
-/* The direct areas: maximal runs of pages the VMM may map into the guest. Writes at most
- * `cap` areas to `out` and returns how many there are in all (call with cap 0 to size). */
+/* Pages come in three classes: direct (every byte allow: map read-write), read-direct (only
+ * allow, readonly and mask bytes, so no read is hidden, changed or recorded: map read-only,
+ * e.g. KVM_MEM_READONLY, and only writes exit) and trapped (any other byte, or the partial last
+ * page: every access exits). A VMM that cannot map read-only traps read-direct pages too; the
+ * filter decides every access that reaches it the same way whatever its page's class. */
+
+/* The direct areas: maximal runs of direct pages, sorted. Writes at most `cap` areas to `out`
+ * and returns how many there are in all (call with cap 0 to size). */
 size_t mf_table_direct_areas(const struct mf_table *t, struct mf_area *out, size_t cap);
-/* Allowed bytes that sit in trapped pages: what page granularity costs. */
-uint64_t mf_table_collateral(const struct mf_table *t);
-/* Number of trapped pages. */
+/* The read-direct areas: maximal runs of read-direct pages, sorted; as above. */
+size_t mf_table_read_direct_areas(const struct mf_table *t, struct mf_area *out, size_t cap);
+/* Pages that are not direct: read-direct and trapped pages (what a VMM that maps nothing
+ * read-only traps). */
 uint64_t mf_table_trapped_pages(const struct mf_table *t);
+/* Pages that are read-direct (a subset of mf_table_trapped_pages). */
+uint64_t mf_table_read_direct_pages(const struct mf_table *t);
+/* Collateral: what page granularity costs. For writes, the allow bytes outside direct pages;
+ * for reads, the bytes whose reads pass unrecorded (allow, readonly, mask) in trapped pages.
+ * mf_table_collateral is mf_table_collateral_write (its meaning before read-direct pages). */
+uint64_t mf_table_collateral_write(const struct mf_table *t);
+uint64_t mf_table_collateral_read(const struct mf_table *t);
+uint64_t mf_table_collateral(const struct mf_table *t);
 /* Write the layout as a struct vfio_region_info_cap_sparse_mmap (linux/vfio.h: 16-byte
  * header {id=1, version=1, next=0, nr_areas, reserved} then {offset, size} per direct area),
- * little-endian. Returns the byte length; writes only if it fits in `cap`. */
+ * little-endian. Returns the byte length; writes only if it fits in `cap`. The capability
+ * cannot say read-only: it lists the direct areas only. */
 size_t mf_table_sparse_mmap(const struct mf_table *t, uint8_t *out, size_t cap);
 
 /* ---- backends -------------------------------------------------------------------------- */

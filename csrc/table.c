@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actions.h"
 #include "guard.h"
 #include "internal.h"
 
@@ -30,21 +31,13 @@ void mf_set_error(struct mf_error *err, int64_t rule, const char *fmt, ...)
 
 /* ---- ownership order ----------------------------------------------------------------- */
 
-/* Restrictiveness, for priority ties: allow < audit < guard < readonly < mask < emulate < deny.
- * A guard passes some writes, so it yields to every action that passes none. */
-static int rank(uint8_t action)
-{
-    static const int r[MF_NUM_ACTIONS] = {0, 1, 3, 4, 5, 6, 2};
-    return r[action];
-}
-
 /* Does rule a own a byte rather than rule b, when both cover it? */
 static bool outranks(const struct mf_rule *rules, uint32_t a, uint32_t b)
 {
     if (rules[a].priority != rules[b].priority)
         return rules[a].priority > rules[b].priority;
     if (rules[a].action != rules[b].action)
-        return rank(rules[a].action) > rank(rules[b].action);
+        return mf_action(rules[a].action)->rank > mf_action(rules[b].action)->rank;
     return a > b; /* listed last wins */
 }
 
@@ -166,7 +159,11 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
             mf_set_error(err, (int64_t)i, "rule %s: value or mask wider than the rule", r->name);
             return MF_EINVAL;
         }
-        if (r->action == MF_GUARD) {
+        if (mf_action(r->action)->redirected) {
+            mf_set_error(err, (int64_t)i, "rule %s: redirect is not supported yet", r->name);
+            return MF_EINVAL;
+        }
+        if (mf_action(r->action)->guarded) {
             struct mf_block b[MF_GUARD_MAX_BLOCKS];
             size_t nb = 0;
             char why[120];
@@ -370,7 +367,7 @@ static int copy_rules(struct mf_table *t, const struct mf_rule *rules, size_t n)
     t->pool = malloc(pool_len ? pool_len : 1);
     size_t nguards = 0;
     for (size_t i = 0; i < n; i++)
-        nguards += rules[i].action == MF_GUARD;
+        nguards += mf_action(rules[i].action)->guarded;
     t->guards = nguards ? calloc(nguards, sizeof *t->guards) : NULL;
     if (!t->rules || !t->names || !t->hits || !t->pool || (nguards && !t->guards))
         return MF_ENOMEM;
@@ -381,7 +378,7 @@ static int copy_rules(struct mf_table *t, const struct mf_rule *rules, size_t n)
         c->start = rules[i].start;
         c->action = rules[i].action;
         c->guard = MF_NO_RULE;
-        if (rules[i].action == MF_GUARD) {
+        if (mf_action(rules[i].action)->guarded) {
             struct mf_guard *g = &t->guards[t->nguards];
             g->rule = (uint32_t)i;
             g->spec = *rules[i].guard;
@@ -443,7 +440,8 @@ struct mf_table *mf_table_compile(const struct mf_rule *rules, size_t n,
         return NULL;
     }
     t->footprint += sizeof *t + t->nruns * sizeof *t->runs +
-                    t->nslots * sizeof *t->slots + t->nareas * sizeof *t->areas;
+                    t->nslots * sizeof *t->slots + t->nareas * sizeof *t->areas +
+                    t->nrd_areas * sizeof *t->rd_areas;
     return t;
 }
 
@@ -461,6 +459,7 @@ void mf_table_free(struct mf_table *t)
     free(t->names);
     free(t->slots);
     free(t->areas);
+    free(t->rd_areas);
     free(t);
 }
 

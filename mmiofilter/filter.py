@@ -72,8 +72,8 @@ def _le_bytes(v: int) -> bytes:
     return v.to_bytes((v.bit_length() + 7) // 8, "little")
 
 
-#: enum mf_action: the rule actions in order, then MF_GUARD.
-_ACTION_CODE = {**{a: i for i, a in enumerate(ACTIONS)}, "guard": 6}
+#: enum mf_action, by the name a policy uses ("allow" -> MF_ALLOW).
+_ACTION_CODE: dict[str, int] = {a: getattr(lib, f"MF_{a.upper()}") for a in (*ACTIONS, "guard")}
 
 
 def _guard_spec(g: FspGuard) -> Any:
@@ -147,19 +147,24 @@ class _Table:
         self.layout = self._layout(size, page_size)
 
     def _layout(self, size: int, page_size: int) -> Layout:
-        n = lib.mf_table_direct_areas(self.ptr, ffi.NULL, 0)
-        areas = ffi.new("struct mf_area[]", max(n, 1))
-        lib.mf_table_direct_areas(self.ptr, areas, n)
+        def areas_of(fn: Any) -> list[tuple[int, int]]:
+            n = fn(self.ptr, ffi.NULL, 0)
+            areas = ffi.new("struct mf_area[]", max(n, 1))
+            fn(self.ptr, areas, n)
+            return [(areas[i].offset, areas[i].length) for i in range(n)]
+
         blen = lib.mf_table_sparse_mmap(self.ptr, ffi.NULL, 0)
         buf = ffi.new("uint8_t[]", blen)
         lib.mf_table_sparse_mmap(self.ptr, buf, blen)
         return Layout(
             size=size,
             page_size=page_size,
-            direct=[(areas[i].offset, areas[i].length) for i in range(n)],
+            direct=areas_of(lib.mf_table_direct_areas),
             trapped_count=lib.mf_table_trapped_pages(self.ptr),
-            collateral=lib.mf_table_collateral(self.ptr),
+            collateral=lib.mf_table_collateral_write(self.ptr),
             sparse_mmap=bytes(ffi.buffer(buf, blen)),
+            read_direct=areas_of(lib.mf_table_read_direct_areas),
+            collateral_read_bytes=lib.mf_table_collateral_read(self.ptr),
         )
 
     def counters(self) -> list[int]:

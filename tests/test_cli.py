@@ -68,6 +68,13 @@ def check_bench_report(report: dict[str, Any]) -> None:
         assert abs(sum(variant["outcomes"].values()) - 1) < 1e-9, name
         assert 0 <= variant["events_per_access"] <= 1, name
     assert report["params"]["quick"] is True
+    # the driver workload's exits are replayed (no KVM needed): a read-only mapping never costs
+    # more exits than trapping, and nothing beats the byte-granular floor
+    for page in ("4096", "65536"):
+        d = report["workload_exits"][page]
+        assert d["page_trap"] >= d["read_direct"] >= d["byte_minimum"] >= 0, page
+    for key in ("read_direct_read_exits", "read_direct_write_exits"):
+        assert report[key] is None or isinstance(report[key], int), key
 
 
 def test_bench_quick_json_in_process(capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,6 +159,46 @@ def test_layout_json(policy_file: Path, capsys: pytest.CaptureFixture[str]) -> N
         1,
         16,
     )
+
+
+READ_DIRECT = """
+[[rule]]
+name = "ro"
+start = 0x1000
+size = 4
+action = "readonly"
+
+[[rule]]
+name = "m"
+start = 0x2004
+size = 4
+action = "mask"
+mask = 1
+value = 1
+
+[[rule]]
+name = "d"
+start = 0x2010
+size = 4
+action = "deny"
+"""
+
+
+def test_layout_read_direct(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """readonly traps page 1 for writes only (read-direct); page 2 also holds a deny: trapped."""
+    path = tmp_path / "rd.toml"
+    path.write_text(READ_DIRECT, encoding="utf-8")
+    r = layout_json(capsys, str(path), "--bar-size", "64K", "--page-size", "4K")
+    assert r["direct"] == [[0, 0x1000], [0x3000, 0xD000]]
+    assert r["read_direct"] == [[0x1000, 0x1000]]
+    assert (r["read_direct_pages"], r["fully_trapped_pages"], r["trapped_pages"]) == (1, 1, 2)
+    assert r["fully_trapped_areas"] == [[0x2000, 0x1000]]
+    assert r["collateral"] == r["collateral_write_bytes"] == 0x2000 - 12
+    assert r["collateral_read_bytes"] == 0x1000 - 4  # the deny's page less the deny
+    assert cli.main(["layout", str(path), "--bar-size", "64K", "--page-size", "4K"]) == 0
+    out = capsys.readouterr().out
+    assert "read-direct areas: 1, 4 KiB mapped read-only" in out
+    assert "trapped pages: 1 (4 KiB) in 1 area(s)" in out
 
 
 def test_layout_large_page_traps_all(policy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

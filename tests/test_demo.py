@@ -34,6 +34,7 @@ def test_demo_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert "BROKEN" not in out
     if kvm_machine.kvm_available() is None:
         assert "took no exit" in out
+    assert "read-direct, no exit" in out  # reads of NV_PMC_BOOT_0's page
 
 
 def test_demo_without_kvm_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,7 @@ from mmiofilter.testing import (
     page_sizes,
     policies,
 )
+from mmiofilter.testing.model import READ_CLEAN_ACTIONS, compute_read_direct
 from mmiofilter.testing.security import assert_security
 
 Access = tuple[int, int, bool, int]
@@ -120,9 +121,24 @@ def test_layout_matches_model_and_is_sound(data: st.DataObject) -> None:
     )
     m = ModelFilter(size, policy, ModelDevice(), page_size=page)
     got, want = f.layout, m.layout
+    want_rd = compute_read_direct(policy.for_bar(0), size, page)
     assert got.direct == want.direct
-    assert got.collateral == want.collateral
+    assert got.read_direct == want_rd.areas
+    assert got.collateral == got.collateral_write_bytes == want.collateral
+    assert got.collateral_read_bytes == want_rd.collateral_read
     assert got.trapped_count == sum(-(-length // page) for _, length in want.trapped)
+    assert got.read_direct_count == sum(length for _, length in want_rd.areas) // page
+    # read-direct areas: page-aligned, maximal, disjoint from the direct ones, and holding no
+    # byte whose read the filter must see
+    end = -1
+    for off, length in got.read_direct:
+        assert off % page == 0 and length % page == 0 and length > 0 and off > end
+        end = off + length
+        assert end <= size - size % page
+        assert all(off + length <= d or d + n <= off for d, n in got.direct)
+    for a, b, r in elementary_intervals(policy.for_bar(0), size):
+        if action_of(r) not in READ_CLEAN_ACTIONS:
+            assert all(b <= off or off + length <= a for off, length in got.read_direct)
     # sorted, page-aligned, non-empty, maximal (never touching), inside the BAR
     end = -1
     for off, length in got.direct:

@@ -24,6 +24,10 @@ def _ns(x: float | None) -> str:
     return "n/a" if x is None else f"{x:,.1f} ns"
 
 
+def _count(x: int | None) -> str:
+    return "n/a" if x is None else f"{x:,}"
+
+
 def _bytes(n: int) -> str:
     return f"{_size(n)} ({n:,} B)"
 
@@ -67,6 +71,10 @@ ROWS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("KVM (f) QEMU, HPET counter", "qemu_ns", _ns),
     ("  (b) / (e)", "trapped_c_over_floor", lambda x: "n/a" if x is None else f"{x:.3f}x"),
     ("  (b) / (f)", "trapped_c_over_qemu", lambda x: "n/a" if x is None else f"{x:.3f}x"),
+    ("read-direct page: exits of the read loop", "read_direct_read_exits", _count),
+    ("read-direct page: exits of the write loop", "read_direct_write_exits", _count),
+    ("  read loop (per read)", "read_direct_read_ns", _ns),
+    ("  write loop (per write)", "read_direct_write_ns", _ns),
 )  # fmt: skip
 
 
@@ -138,7 +146,30 @@ def format_table(r: dict[str, Any]) -> str:
             f"  KVM: a 32-bit guest loop of {r['kvm_reads']:,} MMIO reads timed by the guest's "
             "TSC, median of round-robin runs; ns from the host's TSC rate"
         )
-    for key in ("kvm_note", "qemu_note"):
+    lines += _workload_lines(r)
+    for key in ("kvm_note", "qemu_note", "read_direct_note"):
         if r.get(key):
             lines.append(f"  note: {r[key]}")
     return "\n".join(lines)
+
+
+def _workload_lines(r: dict[str, Any]) -> list[str]:
+    """The driver workload's exits: one line per page size, the schemes side by side."""
+    ex, w = r.get("workload_exits"), r.get("workload")
+    if not ex or not w:
+        return []
+    guest = r.get("workload_exits_guest") or {}
+    lines = [
+        f"driver workload (default V100 profile; {w['accesses']:,} 32-bit accesses, "
+        f"{w['reads']:,} reads, {w['ticks']} ticks): exits",
+        f"  {'page size':<10} {'page_trap':>10} {'read_direct':>12} {'byte_minimum':>13}  guest",
+    ]
+    for page, d in ex.items():
+        g = guest.get(page)
+        shown = f"{g['page_trap']:,} / {g['read_direct']:,}" if g else "n/a"
+        lines.append(f"  {_size(int(page)):<10} {d['page_trap']:>10,} {d['read_direct']:>12,} "
+                     f"{d['byte_minimum']:>13,}  {shown}")  # fmt: skip
+    for page, gap in (r.get("workload_gap") or {}).items():
+        what = ", ".join(f"{k} x{n}" for k, n in gap.items())
+        lines.append(f"  read_direct - byte_minimum at {_size(int(page))}: {what}")
+    return lines

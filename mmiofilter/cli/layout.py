@@ -44,11 +44,13 @@ def _ignore_write(offset: int, width: int, value: int) -> None:
 
 
 def _usable_in_trapped(f: BarFilter, regmap: RegisterMap | None) -> list[dict[str, Any]]:
-    """Named registers no rule restricts that sit in trapped pages: the page size's cost to
-    the guest driver, an exit for every access to them. Decided by the core itself."""
+    """Named registers no rule restricts that sit in pages not mapped read-write: the page
+    size's cost to the guest driver, an exit for every access to them (`exits_on` "read" and
+    "write"), or for every write on a read-direct page (`exits_on` "write" only). Decided by
+    the core itself."""
     if regmap is None:
         return []
-    direct = f.layout.direct
+    direct, read_direct = f.layout.direct, f.layout.read_direct
     # A guard's registers are decided by protocol state, not by a probe: they are restricted.
     guarded = [
         rng
@@ -68,7 +70,9 @@ def _usable_in_trapped(f: BarFilter, regmap: RegisterMap | None) -> list[dict[st
         read = f.access(r.offset, width, False).outcome
         written = f.access(r.offset, width, True, 0).outcome
         if read is Outcome.PASS and written is Outcome.PASS:
-            out.append({"name": r.name, "offset": r.offset, "size": r.size})
+            rd = any(off <= r.offset and r.end <= off + n for off, n in read_direct)
+            exits_on = ["write"] if rd else ["read", "write"]
+            out.append({"name": r.name, "offset": r.offset, "size": r.size, "exits_on": exits_on})
     return out
 
 
@@ -84,12 +88,8 @@ def layout_report(
     extra: dict[str, Any] = {"targets": targets} if targets else {}
     f = BarFilter(size, policy, nothing, bar=bar, page_size=page_size, **extra)
     lay = f.layout
-    trapped: list[tuple[int, int]] = []  # the complement of the direct areas
-    pos = 0
-    for off, length in [*lay.direct, (size, 0)]:
-        if off > pos:
-            trapped.append((pos, off - pos))
-        pos = off + length
+    trapped = _complement(lay.direct, size)  # pages not mapped read-write
+    fully = _complement(sorted([*lay.direct, *lay.read_direct]), size)  # reads exit too
     return {
         "bar": bar,
         "bar_size": size,
@@ -101,10 +101,29 @@ def layout_report(
         "trapped_pages": lay.trapped_count,
         "trapped_areas": [list(a) for a in trapped],
         "trapped_bytes": size - lay.direct_bytes,
+        "read_direct": [list(a) for a in lay.read_direct],
+        "read_direct_pages": lay.read_direct_count,
+        "read_direct_bytes": lay.read_direct_bytes,
+        "fully_trapped_pages": lay.fully_trapped_count,
+        "fully_trapped_areas": [list(a) for a in fully],
+        "fully_trapped_bytes": size - lay.direct_bytes - lay.read_direct_bytes,
         "collateral": lay.collateral,
+        "collateral_write_bytes": lay.collateral_write_bytes,
+        "collateral_read_bytes": lay.collateral_read_bytes,
         "usable_registers_trapped": _usable_in_trapped(f, regmap),
         "table_footprint": f.table_footprint(),
     }
+
+
+def _complement(areas: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The byte ranges of [0, size) outside the sorted, disjoint `areas`."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    for off, length in [*areas, (size, 0)]:
+        if off > pos:
+            out.append((pos, off - pos))
+        pos = off + length
+    return out
 
 
 def _area(off: int, length: int) -> str:
@@ -115,19 +134,39 @@ def format_layout(r: dict[str, Any]) -> str:
     lines = [
         f"BAR{r['bar']}: {human_size(r['bar_size'])} ({r['bar_size']:#x}), "
         f"{human_size(r['page_size'])} pages: {r['pages']:,} page(s), {r['rules']} rule(s)",
-        f"direct areas: {len(r['direct'])}, {human_size(r['direct_bytes'])} mapped into the guest",
+        f"direct areas: {len(r['direct'])}, {human_size(r['direct_bytes'])} mapped read-write "
+        "into the guest (no exit)",
     ]
     lines += [f"  {_area(off, length)}" for off, length in r["direct"]]
     lines.append(
-        f"trapped pages: {r['trapped_pages']:,} ({human_size(r['trapped_bytes'])}) in "
-        f"{len(r['trapped_areas'])} area(s)"
+        f"read-direct areas: {len(r['read_direct'])}, {human_size(r['read_direct_bytes'])} "
+        "mapped read-only (reads cost no exit, writes exit and are filtered)"
     )
-    lines += [f"  {_area(off, length)}" for off, length in r["trapped_areas"]]
-    lines.append(f"collateral: {human_size(r['collateral'])} of allowed bytes in trapped pages")
+    lines += [f"  {_area(off, length)}" for off, length in r["read_direct"]]
+    lines.append(
+        f"trapped pages: {r['fully_trapped_pages']:,} ({human_size(r['fully_trapped_bytes'])}) "
+        f"in {len(r['fully_trapped_areas'])} area(s) (every access exits)"
+    )
+    lines += [f"  {_area(off, length)}" for off, length in r["fully_trapped_areas"]]
+    if r["read_direct_pages"]:
+        lines.append(
+            f"  a VMM that cannot map read-only traps the read-direct pages too: "
+            f"{r['trapped_pages']:,} page(s)"
+        )
+    lines.append(
+        f"collateral, writes: {human_size(r['collateral_write_bytes'])} of allowed bytes "
+        "outside direct pages"
+    )
+    lines.append(
+        f"collateral, reads: {human_size(r['collateral_read_bytes'])} of bytes whose reads pass, "
+        "in trapped pages"
+    )
     usable = r["usable_registers_trapped"]
-    if usable:
-        lines.append(f"unrestricted registers that now cost an exit per access ({len(usable)}):")
-        lines += [f"  {u['name']} {u['offset']:#x}" for u in usable]
+    for exits_on, what in ((["read", "write"], "access"), (["write"], "write")):
+        regs = [u for u in usable if u["exits_on"] == exits_on]
+        if regs:
+            lines.append(f"unrestricted registers that now cost an exit per {what} ({len(regs)}):")
+            lines += [f"  {u['name']} {u['offset']:#x}" for u in regs]
     return "\n".join(lines)
 
 

@@ -14,6 +14,12 @@
 ;   2 WRITE       arg = width 1, 2 or 4        prints  "W <w> <address> <value>"
 ;   3 LOOP_READ   arg = count: 32-bit reads    prints  "T <count> <tsc cycles, 64-bit>"
 ;   4 END                                      prints  "E", then writes port 0xF4 (exit)
+;   5 RMW         arg = kind | count << 8      prints  "M <kind> <address> <edi after>"
+;                 an instruction that reads and writes the address in one, operand = value:
+;                 1 or dword  2 lock bts dword (bit = value)  3 lock or dword  4 xchg dword
+;                 (edi after = the old value)  5 rep movsd of `count` dwords from RAM at value
+;                 6 or word  7 or byte
+;   6 LOOP_WRITE  arg = count: 32-bit writes   prints  "T <count> <tsc cycles, 64-bit>"
 ; Output is text on port 0xE9, one line per operation: QEMU's isa-debugcon prints it, our VMM
 ; reads it from the I/O exits. The timed loop does nothing but the reads, so a loop of N reads
 ; costs N MMIO exits (or none, on a page the VMM mapped directly) and its TSC delta is theirs.
@@ -74,6 +80,10 @@ start32:
         je .loop
         cmp eax, 4
         je .end
+        cmp eax, 5
+        je .rmw
+        cmp eax, 6
+        je .wloop
         mov al, '?'                     ; unknown operation: say so and stop
         call putc
         jmp .end
@@ -150,6 +160,66 @@ start32:
         call puthex
         call newline
         jmp .done
+
+; A read-modify-write of [ebx]: on a read-only mapping the read is served from memory and only
+; the write exits, with the value the CPU computed.
+.rmw:
+        mov ebx, [esi + 4]
+        mov edi, [esi + 8]
+        movzx edx, byte [esi + 12]
+        cmp edx, 1
+        je .m1
+        cmp edx, 2
+        je .m2
+        cmp edx, 3
+        je .m3
+        cmp edx, 4
+        je .m4
+        cmp edx, 5
+        je .m5
+        cmp edx, 6
+        je .m6
+        mov eax, edi
+        or [ebx], al
+        jmp .mprint
+.m1:    or [ebx], edi
+        jmp .mprint
+.m2:    lock bts dword [ebx], edi
+        jmp .mprint
+.m3:    lock or [ebx], edi
+        jmp .mprint
+.m4:    xchg [ebx], edi
+        jmp .mprint
+.m5:    push esi
+        mov ecx, [esi + 12]
+        shr ecx, 8
+        mov esi, edi                    ; source: guest RAM
+        mov edi, ebx                    ; destination: the BAR
+        cld
+        rep movsd
+        pop esi
+        mov edi, [esi + 8]
+        jmp .mprint
+.m6:    or [ebx], di
+.mprint:
+        mov al, 'M'
+        call op_line
+        jmp .done
+
+.wloop:
+        mov ebx, [esi + 4]
+        mov edi, [esi + 8]
+        mov ecx, [esi + 12]
+        push ecx
+        rdtsc
+        mov [ebp + 8], eax
+        mov [ebp + 12], edx
+        test ecx, ecx
+        jz .lend
+.wl:    mov [ebx], edi                  ; the timed access: nothing else in the loop
+        dec ecx
+        jnz .wl
+        jmp .lend
 
 .noprogram:
         mov al, 'N'

@@ -3,7 +3,10 @@
 Guest-physical layout: RAM from 0 (programs at 0x10000 * (vCPU + 1)), the firmware in the
 last 64 KiB below 4 GiB (read-only), and each BAR at the address the caller gives. A BAR's
 direct areas are memory slots pointing into the BAR's own mapping (the memory backend's
-buffer), so the guest reaches them with no exit; its trapped pages have no slot, so every
+buffer), so the guest reaches them with no exit. Its read-direct areas are read-only slots
+(KVM_MEM_READONLY) over a read-only alias of that mapping: reads are served from it, each
+write exits as KVM_EXIT_MMIO with its exact width and data. Without KVM_CAP_READONLY_MEM (or
+an alias) they are trapped like the rest. Its trapped pages have no slot, so every
 access to them is an MMIO exit, which the C vCPU loop (csrc/kvm.c) answers with the filter
 without coming back to Python. Port I/O (the guest's transcript), HLT and errors come back here.
 
@@ -14,6 +17,8 @@ layout and resumes them.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import mmap
 import os
 import signal
@@ -33,6 +38,9 @@ from .program import Program, program_address
 FOUR_GIB = 1 << 32
 DEBUG_PORT, EXIT_PORT = 0xE9, 0xF4
 HOST_PAGE = mmap.PAGESIZE
+KVM_CHECK_EXTENSION = 0xAE03  # _IO(KVMIO, 0x03), linux/kvm.h
+KVM_CAP_READONLY_MEM = 81  # linux/kvm.h
+MREMAP_MAYMOVE, PROT_READ = 1, 1  # linux/mman.h, asm-generic/mman-common.h
 
 
 def aligned_pieces(offset: int, length: int) -> list[tuple[int, int]]:
@@ -74,6 +82,27 @@ def _address(buf: Any) -> int:
     return int(ffi.cast("uintptr_t", ffi.from_buffer(buf)))
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mremap.restype = ctypes.c_void_p
+_libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+def readonly_alias(host: int, size: int) -> tuple[int | None, str | None]:
+    """A second, read-only mapping of the same pages as the shared mapping at `host`
+    (mremap with old_size 0, then mprotect PROT_READ), or (None, why) when there is none:
+    a private mapping or one mremap refuses (a VM_PFNMAP device mapping)."""
+    addr = _libc.mremap(host, 0, size, MREMAP_MAYMOVE)
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        return None, f"no read-only alias of the BAR's mapping: {os.strerror(ctypes.get_errno())}"
+    if _libc.mprotect(addr, size, PROT_READ) != 0:
+        why = os.strerror(ctypes.get_errno())
+        _libc.munmap(addr, size)
+        return None, f"mprotect(PROT_READ) of the BAR's alias: {why}"
+    return int(addr), None
+
+
 @dataclass
 class BarWindow:
     """A BAR placed at a guest-physical address: direct areas mapped, the rest trapped."""
@@ -85,19 +114,36 @@ class BarWindow:
     constant: int = 0
     host: int = 0  # address of the BAR's mapping, for the direct slots
     slots: list[int] = field(default_factory=list)
+    # a read-only alias of the BAR's mapping, for the read-direct slots; None: they are trapped
+    host_ro: int | None = None
+    read_direct_note: str | None = None  # why read-direct pages are trapped here, if they are
+    read_only_slots: list[int] = field(default_factory=list)
 
     def remap(self) -> None:
-        """Make the memory slots match the filter's current layout."""
-        for slot in self.slots:
+        """Make the memory slots match the filter's current layout: direct areas read-write,
+        read-direct areas read-only, trapped pages none."""
+        for slot in [*self.slots, *self.read_only_slots]:
             self.machine._set_memory(slot, 0, 0, 0)  # size 0 deletes the slot
             self.machine._free_slots.append(slot)
-        self.slots = []
+        self.slots, self.read_only_slots = [], []
         if self.filter is None:
             return
         for off, length in self.filter.layout.direct:
             slot = self.machine._new_slot()
             self.machine._set_memory(slot, self.gpa + off, length, self.host + off)
             self.slots.append(slot)
+        if self.host_ro is None:
+            return
+        for off, length in self.filter.layout.read_direct:
+            slot = self.machine._new_slot()
+            self.machine._set_memory(slot, self.gpa + off, length, self.host_ro + off, True)
+            self.read_only_slots.append(slot)
+
+    def release(self) -> None:
+        """Unmap the read-only alias (the VM no longer uses it)."""
+        if self.host_ro is not None:
+            _libc.munmap(self.host_ro, self.size)
+            self.host_ro = None
 
 
 @dataclass
@@ -192,7 +238,7 @@ class _Vcpu:
 class Machine:
     """A VM with RAM, the guest firmware, and filtered BARs. One `run` per machine."""
 
-    def __init__(self, *, ram_size: int = 4 << 20) -> None:
+    def __init__(self, *, ram_size: int = 4 << 20, map_read_direct: bool = True) -> None:
         reason = kvm_available()
         if reason is not None:
             raise KvmUnavailable(reason)
@@ -202,6 +248,11 @@ class Machine:
             os.close(self._kvm)
             raise KvmUnavailable(f"KVM_CREATE_VM: {os.strerror(-vm)}")
         self._vm = vm
+        self.map_read_direct = map_read_direct  # False: read-direct pages trap (as vfio does)
+        try:  # read-only memory slots: what maps read-direct pages (KVM_MEM_READONLY)
+            self.readonly_mem = fcntl.ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0
+        except OSError:
+            self.readonly_mem = False
         self._slot_ids = 0
         # KVM has a few hundred slot ids (KVM_CAP_NR_MEMSLOTS): a policy swap that changes the
         # layout deletes the window's slots, and their ids must be used again
@@ -257,6 +308,12 @@ class Machine:
         if host % HOST_PAGE or f.page_size % HOST_PAGE:
             raise ValueError("the BAR's buffer and page size must be host-page aligned (mmap)")
         w = BarWindow(self, gpa, f.size, f, host=host)
+        if not self.map_read_direct:
+            w.read_direct_note = "read-direct mapping turned off: read-direct pages trap"
+        elif not self.readonly_mem:
+            w.read_direct_note = "KVM has no KVM_CAP_READONLY_MEM: read-direct pages trap"
+        else:
+            w.host_ro, w.read_direct_note = readonly_alias(host, f.size)
         w.remap()
         self.windows.append(w)
         self._c_cache = None
@@ -360,6 +417,8 @@ class Machine:
             os.close(v.fd)
         os.close(self._vm)
         os.close(self._kvm)
+        for w in self.windows:
+            w.release()
         # windows point back at the machine: drop them so the filters (and the BAR buffers
         # their backends pin) are freed as soon as the caller lets go of them
         self.windows.clear()

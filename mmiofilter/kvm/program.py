@@ -10,7 +10,10 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC = 0x4F494D4D
-READ, WRITE, LOOP_READ, END = 1, 2, 3, 4
+READ, WRITE, LOOP_READ, END, RMW, LOOP_WRITE = 1, 2, 3, 4, 5, 6
+#: Read-modify-write instructions of the RMW operation (firmware.asm), by name.
+RMW_KINDS = {"or": 1, "lock bts": 2, "lock or": 3, "xchg": 4, "rep movsd": 5, "or word": 6,
+             "or byte": 7}  # fmt: skip
 PROGRAM_STRIDE = 0x10000
 _OP = struct.Struct("<IIII")
 
@@ -50,6 +53,23 @@ class Program:
         self.ops.append(Op(LOOP_READ, address, 0, count))
         return self
 
+    def rmw(self, address: int, kind: str, value: int, count: int = 0) -> Program:
+        """One instruction that reads and writes `address` (RMW_KINDS): `value` is its operand
+        (for "lock bts" the bit index; for "rep movsd" the guest address of `count` dwords)."""
+        if kind not in RMW_KINDS:
+            raise ValueError(f"unknown read-modify-write {kind!r}: one of {sorted(RMW_KINDS)}")
+        if not 0 <= value < 1 << 32 or not 0 <= count < 1 << 24:
+            raise ValueError(f"operand {value:#x} or count {count} out of range")
+        self.ops.append(Op(RMW, address, value, RMW_KINDS[kind] | count << 8))
+        return self
+
+    def loop_write(self, address: int, value: int, count: int) -> Program:
+        """`count` 32-bit writes of `value` to one address, timed by the guest's TSC."""
+        if not 0 <= count < 1 << 32 or not 0 <= value < 1 << 32:
+            raise ValueError(f"loop count {count} or value {value:#x} does not fit in 32 bits")
+        self.ops.append(Op(LOOP_WRITE, address, value, count))
+        return self
+
     def encode(self) -> bytes:
         ops = [*self.ops, Op(END, 0)]
         for o in ops:
@@ -69,8 +89,8 @@ def _width(width: int) -> int:
 class Line:
     """One line of the guest's transcript."""
 
-    kind: str  # "R", "W", "T", "E", "N" (no program), "?" (unknown op)
-    width: int = 0
+    kind: str  # "R", "W", "M" (read-modify-write), "T", "E", "N" (no program), "?" (unknown)
+    width: int = 0  # M: the RMW kind
     address: int = 0
     value: int = 0  # R/W: the value; T: TSC cycles
     count: int = 0  # T: reads in the loop
@@ -85,7 +105,7 @@ def parse_transcript(text: str) -> list[Line]:
             continue
         kind = parts[0]
         try:
-            if kind in ("R", "W") and len(parts) == 4:
+            if kind in ("R", "W", "M") and len(parts) == 4:
                 out.append(Line(kind, int(parts[1]), int(parts[2], 16), int(parts[3], 16)))
             elif kind == "T" and len(parts) == 3:
                 out.append(Line(kind, 4, 0, int(parts[2], 16), int(parts[1], 16)))

@@ -225,6 +225,81 @@ def compute_layout(rules_of_bar: Sequence[Rule], size: int, page_size: int) -> M
     return ModelLayout(size, page_size, direct, trapped, collateral)
 
 
+#: Actions whose reads pass to the device unrecorded (DESIGN §4): a page holding only these
+#: (and not only `allow`) is read-direct. Any other action hides, changes or records a read.
+READ_CLEAN_ACTIONS = frozenset({"allow", "readonly", "mask"})
+
+
+@dataclass(frozen=True)
+class ModelReadDirect:
+    """The read-direct part of a layout: the sorted maximal areas of read-direct pages, and
+    the read collateral (bytes whose reads pass unrecorded, in pages where reads exit)."""
+
+    areas: list[tuple[int, int]]
+    collateral_read: int
+
+
+def compute_read_direct(rules_of_bar: Sequence[Rule], size: int, page_size: int) -> ModelReadDirect:
+    """DESIGN §4's read-direct pages, from the elementary intervals: a full page is read-direct
+    when it holds a non-`allow` byte and every byte's action is in READ_CLEAN_ACTIONS."""
+    p = page_size
+    full = size // p
+    intervals = elementary_intervals(rules_of_bar, size)
+    # every page touched by a restricting interval, with the strictest class of its bytes
+    strict: dict[int, int] = {}  # page -> 1 read-direct, 2 trapped; O(pages of rules)
+    pieces: list[tuple[int, int, int]] = []  # (first, stop, class) page ranges
+    for a, b, r in intervals:
+        act = action_of(r)
+        if act != "allow":
+            pieces.append((a // p, (b - 1) // p + 1, 1 if act in READ_CLEAN_ACTIONS else 2))
+    if size % p:
+        pieces.append((full, full + 1, 2))
+    for first, stop, cls in pieces:
+        # a piece's inner pages are its own; only its end pages can be shared with another
+        for page in {first, stop - 1}:
+            strict[page] = max(strict.get(page, 0), cls)
+    ranges: list[tuple[int, int]] = []  # read-direct page ranges [first, stop)
+    for first, stop, cls in sorted(pieces):
+        if cls != 1:
+            continue
+        lo = first if strict[first] == 1 else first + 1
+        hi = stop if strict[stop - 1] == 1 else stop - 1
+        if lo < hi:
+            ranges.append((lo, hi))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    areas = [(lo * p, (hi - lo) * p) for lo, hi in merged]
+    # trapped pages: those not direct (compute_layout) and not read-direct
+    layout = compute_layout(rules_of_bar, size, page_size)
+    collateral_read = sum(
+        max(0, min(b, t_off + t_len) - max(a, t_off))
+        for a, b, r in intervals
+        if action_of(r) in READ_CLEAN_ACTIONS
+        for t_off, t_len in _minus(layout.trapped, areas)
+    )
+    return ModelReadDirect(areas, collateral_read)
+
+
+def _minus(outer: list[tuple[int, int]], inner: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The byte ranges of `outer` not covered by `inner` (both sorted, `inner` inside `outer`)."""
+    out: list[tuple[int, int]] = []
+    for off, length in outer:
+        pos, end = off, off + length
+        for i_off, i_len in inner:
+            if i_off + i_len <= pos or i_off >= end:
+                continue
+            if i_off > pos:
+                out.append((pos, i_off - pos))
+            pos = i_off + i_len
+        if pos < end:
+            out.append((pos, end - pos))
+    return out
+
+
 class ModelFilter:
     """The filter of one BAR as contract §3 describes it, over a `Device` (e.g. `ModelDevice`)."""
 

@@ -76,6 +76,12 @@ int main(void)
     struct mf_table *cur = compile(0xFF);
     CHECK(mf_table_direct_areas(cur, areas, 4) == 1);
     CHECK(areas[0].offset == 0x3000 && areas[0].length == 0x1000);
+    /* pages 1 and 2 hold only readonly and allow bytes: read-direct; page 0's deny traps it */
+    CHECK(mf_table_read_direct_areas(cur, areas, 4) == 1);
+    CHECK(areas[0].offset == 0x1000 && areas[0].length == 0x2000);
+    CHECK(mf_table_trapped_pages(cur) == 3 && mf_table_read_direct_pages(cur) == 2);
+    CHECK(mf_table_collateral_read(cur) == 0x1000 - 4); /* page 0 less the deny */
+    CHECK(mf_table_collateral_write(cur) == 0x3000 - 16 && mf_table_collateral(cur) == 0x3000 - 16);
     mf_table_free(cur);
 
     /* the access path */
