@@ -19,6 +19,7 @@ SOURCES = [
     "table.c",
     "layout.c",
     "access.c",
+    "access_mmio.c",
     "backend.c",
     "events.c",
     "hazard.c",

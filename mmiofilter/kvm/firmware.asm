@@ -14,6 +14,10 @@
 ;   2 WRITE       arg = width 1, 2 or 4        prints  "W <w> <address> <value>"
 ;   3 LOOP_READ   arg = count: 32-bit reads    prints  "T <count> <tsc cycles, 64-bit>"
 ;   4 END                                      prints  "E", then writes port 0xF4 (exit)
+;   5 WRITE64     value = low, arg = high dword  prints  "W 8 <address> <value, 64-bit>"
+;   6 READ64                                   prints  "R 8 <address> <value, 64-bit>"
+;   7 SSE_STORE   movss [address], xmm0 (4 bytes; KVM's emulator has no movss)  "S"
+; The 64-bit accesses are MMX movq (KVM emulates 0F 6F / 0F 7F on MMIO).
 ; Output is text on port 0xE9, one line per operation: QEMU's isa-debugcon prints it, our VMM
 ; reads it from the I/O exits. The timed loop does nothing but the reads, so a loop of N reads
 ; costs N MMIO exits (or none, on a page the VMM mapped directly) and its TSC delta is theirs.
@@ -52,6 +56,9 @@ start32:
         mov ss, ax
         mov fs, ax
         mov gs, ax
+        mov eax, cr4
+        or eax, 0x200                   ; OSFXSR: SSE instructions execute (CR4 bit 9)
+        mov cr4, eax
         mov eax, esi                    ; vCPU index from the host
         inc eax
         shl eax, 16                     ; program at 0x10000 * (index + 1)
@@ -74,6 +81,12 @@ start32:
         je .loop
         cmp eax, 4
         je .end
+        cmp eax, 5
+        je .write64
+        cmp eax, 6
+        je .read64
+        cmp eax, 7
+        je .sse
         mov al, '?'                     ; unknown operation: say so and stop
         call putc
         jmp .end
@@ -118,6 +131,32 @@ start32:
 .wprint:
         mov al, 'W'
         call op_line
+        jmp .done
+
+.write64:
+        mov ebx, [esi + 4]
+        movq mm0, [esi + 8]             ; value and arg: the 64-bit value, little-endian
+        movq [ebx], mm0
+        emms
+        mov al, 'W'
+        call op64_line
+        jmp .done
+
+.read64:
+        mov ebx, [esi + 4]
+        movq mm0, [ebx]
+        movq [ebp + 8], mm0             ; header words 2-3: scratch
+        emms
+        mov al, 'R'
+        call op64_line
+        jmp .done
+
+.sse:
+        mov ebx, [esi + 4]
+        movss [ebx], xmm0
+        mov al, 'S'
+        call putc
+        call newline
         jmp .done
 
 .loop:
@@ -179,6 +218,27 @@ op_line:
         call puthex
         call newline
         ret
+
+; "<al> 8 <address> <value, 16 hex digits>\n": a WRITE64's value is at esi+8, a READ64's at
+; ebp+8
+op64_line:
+        call putc
+        call space
+        mov al, '8'
+        call putc
+        call space
+        mov eax, [esi + 4]
+        call puthex
+        call space
+        lea edx, [esi + 8]
+        cmp byte [esi], 5
+        je .v
+        lea edx, [ebp + 8]
+.v:     mov eax, [edx + 4]
+        call puthex
+        mov eax, [edx]
+        call puthex
+        jmp newline
 
 space:  mov al, ' '
         jmp putc

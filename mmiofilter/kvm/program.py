@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC = 0x4F494D4D
-READ, WRITE, LOOP_READ, END = 1, 2, 3, 4
+READ, WRITE, LOOP_READ, END, WRITE64, READ64, SSE_STORE = 1, 2, 3, 4, 5, 6, 7
 PROGRAM_STRIDE = 0x10000
 _OP = struct.Struct("<IIII")
 
@@ -43,6 +43,24 @@ class Program:
         self.ops.append(Op(WRITE, address, value, width))
         return self
 
+    def write64(self, address: int, value: int) -> Program:
+        """An 8-byte write (MMX movq)."""
+        if not 0 <= value < 1 << 64:
+            raise ValueError(f"value {value:#x} does not fit in 8 bytes")
+        self.ops.append(Op(WRITE64, address, value & 0xFFFFFFFF, value >> 32))
+        return self
+
+    def read64(self, address: int) -> Program:
+        """An 8-byte read (MMX movq)."""
+        self.ops.append(Op(READ64, address))
+        return self
+
+    def sse_store(self, address: int) -> Program:
+        """`movss [address], xmm0`: an SSE store KVM's instruction emulator does not know, so
+        on a trapped page KVM stops with KVM_EXIT_INTERNAL_ERROR."""
+        self.ops.append(Op(SSE_STORE, address))
+        return self
+
     def loop_read(self, address: int, count: int) -> Program:
         """`count` 32-bit reads of one address, timed by the guest's TSC."""
         if not 0 <= count < 1 << 32:
@@ -69,7 +87,7 @@ def _width(width: int) -> int:
 class Line:
     """One line of the guest's transcript."""
 
-    kind: str  # "R", "W", "T", "E", "N" (no program), "?" (unknown op)
+    kind: str  # "R", "W", "T", "E", "N" (no program), "?" (unknown op), "S" (SSE store)
     width: int = 0
     address: int = 0
     value: int = 0  # R/W: the value; T: TSC cycles
@@ -89,7 +107,7 @@ def parse_transcript(text: str) -> list[Line]:
                 out.append(Line(kind, int(parts[1]), int(parts[2], 16), int(parts[3], 16)))
             elif kind == "T" and len(parts) == 3:
                 out.append(Line(kind, 4, 0, int(parts[2], 16), int(parts[1], 16)))
-            elif kind in ("E", "N", "?") and len(parts) == 1:
+            elif kind in ("E", "N", "?", "S") and len(parts) == 1:
                 out.append(Line(kind))
             else:
                 raise ValueError
