@@ -17,7 +17,9 @@
 ;   5 WRITE64     value = low, arg = high dword  prints  "W 8 <address> <value, 64-bit>"
 ;   6 READ64                                   prints  "R 8 <address> <value, 64-bit>"
 ;   7 SSE_STORE   movss [address], xmm0 (4 bytes; KVM's emulator has no movss)  "S"
-; The 64-bit accesses are MMX movq (KVM emulates 0F 6F / 0F 7F on MMIO).
+;   8 CPUID       value = leaf (subleaf 0)     prints  "C <eax> <ebx> <ecx> <edx>"
+; The 64-bit accesses are MMX movq (KVM emulates 0F 6F / 0F 7F on MMIO); no emms follows,
+; as nothing here uses the x87 registers.
 ; Output is text on port 0xE9, one line per operation: QEMU's isa-debugcon prints it, our VMM
 ; reads it from the I/O exits. The timed loop does nothing but the reads, so a loop of N reads
 ; costs N MMIO exits (or none, on a page the VMM mapped directly) and its TSC delta is theirs.
@@ -87,6 +89,8 @@ start32:
         je .read64
         cmp eax, 7
         je .sse
+        cmp eax, 8
+        je .cpuid
         mov al, '?'                     ; unknown operation: say so and stop
         call putc
         jmp .end
@@ -137,7 +141,6 @@ start32:
         mov ebx, [esi + 4]
         movq mm0, [esi + 8]             ; value and arg: the 64-bit value, little-endian
         movq [ebx], mm0
-        emms
         mov al, 'W'
         call op64_line
         jmp .done
@@ -146,7 +149,6 @@ start32:
         mov ebx, [esi + 4]
         movq mm0, [ebx]
         movq [ebp + 8], mm0             ; header words 2-3: scratch
-        emms
         mov al, 'R'
         call op64_line
         jmp .done
@@ -156,6 +158,25 @@ start32:
         movss [ebx], xmm0
         mov al, 'S'
         call putc
+        call newline
+        jmp .done
+
+.cpuid:
+        mov eax, [esi + 8]
+        xor ecx, ecx
+        cpuid
+        push edx
+        push ecx
+        push ebx
+        push eax
+        mov al, 'C'
+        call putc
+        mov ecx, 4
+.c:     call space
+        pop eax
+        call puthex
+        dec ecx
+        jnz .c
         call newline
         jmp .done
 

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC = 0x4F494D4D
-READ, WRITE, LOOP_READ, END, WRITE64, READ64, SSE_STORE = 1, 2, 3, 4, 5, 6, 7
+READ, WRITE, LOOP_READ, END, WRITE64, READ64, SSE_STORE, CPUID = 1, 2, 3, 4, 5, 6, 7, 8
 PROGRAM_STRIDE = 0x10000
 _OP = struct.Struct("<IIII")
 
@@ -61,6 +61,11 @@ class Program:
         self.ops.append(Op(SSE_STORE, address))
         return self
 
+    def cpuid(self, leaf: int) -> Program:
+        """CPUID of `leaf` (subleaf 0): a transcript line with eax, ebx, ecx, edx."""
+        self.ops.append(Op(CPUID, 0, leaf))
+        return self
+
     def loop_read(self, address: int, count: int) -> Program:
         """`count` 32-bit reads of one address, timed by the guest's TSC."""
         if not 0 <= count < 1 << 32:
@@ -87,7 +92,8 @@ def _width(width: int) -> int:
 class Line:
     """One line of the guest's transcript."""
 
-    kind: str  # "R", "W", "T", "E", "N" (no program), "?" (unknown op), "S" (SSE store)
+    kind: str  # "R", "W", "T", "E", "N" (no program), "?" (unknown op), "S" (SSE store), "C"
+    # (CPUID: value holds eax | ebx << 32 | ecx << 64 | edx << 96)
     width: int = 0
     address: int = 0
     value: int = 0  # R/W: the value; T: TSC cycles
@@ -105,6 +111,9 @@ def parse_transcript(text: str) -> list[Line]:
         try:
             if kind in ("R", "W") and len(parts) == 4:
                 out.append(Line(kind, int(parts[1]), int(parts[2], 16), int(parts[3], 16)))
+            elif kind == "C" and len(parts) == 5:
+                regs = [int(x, 16) for x in parts[1:]]
+                out.append(Line(kind, 4, 0, sum(r << (32 * i) for i, r in enumerate(regs))))
             elif kind == "T" and len(parts) == 3:
                 out.append(Line(kind, 4, 0, int(parts[2], 16), int(parts[1], 16)))
             elif kind in ("E", "N", "?", "S") and len(parts) == 1:
