@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mmiofilter._core import ffi, lib
 
 import mmiofilter as mf
 from mmiofilter import Rule
-from mmiofilter._core import ffi, lib
 from mmiofilter.testing.model import ModelDevice, ModelFilter
 
 SIZE = 0x2000
@@ -59,7 +59,9 @@ def recording() -> tuple[mf.BarFilter, list[tuple], bytearray]:
     return f, seen, mem
 
 
-def mmio(f: mf.BarFilter, off: int, length: int, is_write: bool, value: int) -> tuple[int, bytes, int]:
+def mmio(
+    f: mf.BarFilter, off: int, length: int, is_write: bool, value: int
+) -> tuple[int, bytes, int]:
     data = ffi.new("uint8_t[8]", list(value.to_bytes(8, "little")))
     res = ffi.new("struct mf_result *")
     rc = lib.mf_access_mmio(f._f, off, length, is_write, data, res)
@@ -101,7 +103,8 @@ def test_a_fragment_is_taken_apart_into_aligned_accesses() -> None:
     f, seen, mem = recording()
     rc, data, got = mmio(f, 0x1001, 3, False, 0)
     assert rc == lib.MF_OK and seen == [("r", 0x1001, 1)]
-    assert data[:3] == bytes([mem[0x1001], 0xEE, 0xEE]) and got == int.from_bytes(data[:3], "little")
+    assert data[:3] == bytes([mem[0x1001], 0xEE, 0xEE])
+    assert got == int.from_bytes(data[:3], "little")
     res = ffi.new("struct mf_result *")
     buf = ffi.new("uint8_t[8]")
     lib.mf_access_mmio(f._f, 0x1001, 3, False, buf, res)
