@@ -74,6 +74,13 @@ int mf_kvm_create_vcpu(int kvm_fd, int vm_fd, uint32_t id, void **run, size_t *r
         close(vcpu);
         return e;
     }
+#ifdef KVM_SYNC_X86_REGS
+    /* KVM copies the registers into kvm_run at every exit: the loop reads the stack pointer
+     * there (at_stack()) without an ioctl */
+    int sync = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+    if (sync > 0 && (sync & KVM_SYNC_X86_REGS))
+        ((struct kvm_run *)p)->kvm_valid_regs = KVM_SYNC_X86_REGS;
+#endif
     *run = p;
     *run_size = (size_t)size;
     return vcpu;
@@ -266,6 +273,26 @@ static void describe_mmio(const struct kvm_run *run, struct mf_kvm_exit *ex)
     ex->flags = 0;
 }
 
+/* Whether an MMIO access is at the guest's stack pointer: then the guest's stack is on a
+ * trapped page, where KVM's emulator reports only one of the accesses of pushad, call, int...
+ * (docs/kvm.md). The page offsets are compared first, so the translation (an ioctl) runs for
+ * one access in 4096 at most; the stack segment is taken to be flat. */
+static bool at_stack(int vcpu_fd, const struct kvm_run *run, uint64_t gpa)
+{
+#ifdef KVM_SYNC_X86_REGS
+    if (!(run->kvm_valid_regs & KVM_SYNC_X86_REGS))
+        return false;
+    uint64_t rsp = run->s.regs.regs.rsp;
+    if ((rsp ^ gpa) % GUEST_PAGE)
+        return false;
+    struct kvm_translation tr = {.linear_address = rsp};
+    return ioctl(vcpu_fd, KVM_TRANSLATE, &tr) == 0 && tr.valid && tr.physical_address == gpa;
+#else
+    (void)vcpu_fd, (void)run, (void)gpa;
+    return false;
+#endif
+}
+
 /* An exit the loop stops at with an error: where the guest was, for the message. */
 static void stop_at(int vcpu_fd, struct mf_kvm_exit *ex, uint32_t kind)
 {
@@ -367,6 +394,10 @@ int mf_kvm_run(int vcpu_fd, void *run_area, const struct mf_kvm_window *windows,
         switch (run->exit_reason) {
         case KVM_EXIT_MMIO: {
             describe_mmio(run, ex);
+            if (at_stack(vcpu_fd, run, ex->address)) {
+                stop_at(vcpu_fd, ex, MF_KVM_STACK);
+                return 0;
+            }
             const struct mf_kvm_window *w = window_of(windows, nwindows, ex->address, ex->size);
             if (ex->is_write && ex->size < 8 && ends_page(ex->address, ex->size)) {
                 held = *ex; /* decided once we know whether it continues */

@@ -44,8 +44,11 @@ enum mf_kvm_stop {
     MF_KVM_OTHER = 6,    /* any other exit reason: see `reason` and `rip` */
     MF_KVM_ERROR = 7,    /* an ioctl (KVM_RUN) failed: `error` is -errno */
     MF_KVM_FILTER = 8,   /* the filter failed on a trapped access: `error` is an MF_E* code */
-    MF_KVM_INTERNAL = 9  /* KVM_EXIT_INTERNAL_ERROR: KVM could not complete the instruction
+    MF_KVM_INTERNAL = 9, /* KVM_EXIT_INTERNAL_ERROR: KVM could not complete the instruction
                           * at `rip` (`suberror`: KVM_INTERNAL_ERROR_*, 1 = emulation) */
+    MF_KVM_STACK = 10    /* an MMIO access (address, size...) at the guest's stack pointer:
+                          * the stack is on a trapped page, which is unsupported; nothing was
+                          * filtered or completed. `rip`: after a write, at a read */
 };
 
 /* mf_kvm_exit.flags. JOINED: an MMIO write made of the two page pieces of one instruction
@@ -65,7 +68,7 @@ struct mf_kvm_exit {
     uint32_t is_write;
     int32_t error;    /* MF_KVM_ERROR: -errno; MF_KVM_FILTER: MF_E*; else 0 */
     uint32_t suberror; /* MF_KVM_INTERNAL: run->internal.suberror */
-    uint64_t rip;      /* SHUTDOWN, OTHER, INTERNAL: the guest's instruction pointer */
+    uint64_t rip;      /* SHUTDOWN, OTHER, INTERNAL, STACK: the guest's instruction pointer */
     uint32_t flags;    /* MF_KVM_JOINED, MF_KVM_AGAIN */
     uint32_t first;    /* MMIO: bytes of the first page piece (== size unless JOINED) */
 };
@@ -95,7 +98,8 @@ int mf_kvm_get_rip(int vcpu_fd, uint64_t *rip);
  * (MF_KVM_JOINED), and a piece with no continuation alone, before the guest runs on. A read
  * piece must be answered before KVM reports the next one, so a page-crossing read is decided
  * per page, and its events say so. Instructions KVM cannot emulate on MMIO stop the vCPU
- * (MF_KVM_INTERNAL); see docs/kvm.md.
+ * (MF_KVM_INTERNAL), and so does an access at the guest's stack pointer (MF_KVM_STACK); see
+ * docs/kvm.md.
  *
  * Thread-safe per vCPU; windows and filters may be shared between vCPUs. */
 int mf_kvm_run(int vcpu_fd, void *run, const struct mf_kvm_window *windows, size_t nwindows,

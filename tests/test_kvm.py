@@ -395,3 +395,21 @@ def test_a_timed_out_run_stops_its_vcpus_before_close(bar: mmap.mmap, trapped: b
         assert kvm.machine.ffi.cast("uint8_t *", m._vcpus[0].run)[1] == 0
     assert res.error == "vCPU 0 still running after 0.5 s: stopped"
     del f
+
+
+@LOOPS
+def test_a_stack_on_a_trapped_page_stops_the_vcpu(bar: mmap.mmap, in_c: bool) -> None:
+    """pushad with its stack on a trapped page: KVM's emulator reports only the last of its
+    eight writes. The VMM does not pass that one on as if it were the instruction: it stops
+    the vCPU at the access at the stack pointer, naming the instruction pointer, and the
+    device sees nothing."""
+    before = bytes(bar[0x1000:0x2000])
+    prog = kvm.Program().pushad(GPA + 0x1100).write(GPA + 0x1104, 1)
+    res, seen, events = run_recorded(bar, mf.Policy(TWO_PAGES), prog, in_c)
+    image = kvm.firmware.image()
+    after = 0xFFFF0000 + image.index(bytes([0x60, 0x89, 0xD4])) + 1  # pushad; mov esp, edx
+    assert res.error is not None
+    assert f"stopped at rip {after:#x}: MMIO write at {GPA + 0x10E0:#x}" in res.error
+    assert "stack on a trapped page is unsupported" in res.error
+    assert [ln.kind for ln in kvm.parse_transcript(res.transcript)] == []
+    assert seen == [] and events == [] and bytes(bar[0x1000:0x2000]) == before

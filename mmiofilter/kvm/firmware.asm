@@ -18,6 +18,7 @@
 ;   6 READ64                                   prints  "R 8 <address> <value, 64-bit>"
 ;   7 SSE_STORE   movss [address], xmm0 (4 bytes; KVM's emulator has no movss)  "S"
 ;   8 CPUID       value = leaf (subleaf 0)     prints  "C <eax> <ebx> <ecx> <edx>"
+;   9 PUSHAD      pushad with esp = address (a stack on that page)   prints  "P"
 ; The 64-bit accesses are MMX movq (KVM emulates 0F 6F / 0F 7F on MMIO); no emms follows,
 ; as nothing here uses the x87 registers.
 ; Output is text on port 0xE9, one line per operation: QEMU's isa-debugcon prints it, our VMM
@@ -91,6 +92,8 @@ start32:
         je .sse
         cmp eax, 8
         je .cpuid
+        cmp eax, 9
+        je .pushad
         mov al, '?'                     ; unknown operation: say so and stop
         call putc
         jmp .end
@@ -157,6 +160,16 @@ start32:
         mov ebx, [esi + 4]
         movss [ebx], xmm0
         mov al, 'S'
+        call putc
+        call newline
+        jmp .done
+
+.pushad:
+        mov edx, esp
+        mov esp, [esi + 4]
+        pushad                          ; 8 dwords below the address
+        mov esp, edx
+        mov al, 'P'
         call putc
         call newline
         jmp .done

@@ -186,6 +186,12 @@ class _Vcpu:
                 f"suberror {int(ex.suberror)}, {sub}); instructions KVM cannot complete are "
                 "unsupported on trapped pages (docs/kvm.md)"
             )
+        if ex.kind == lib.MF_KVM_STACK:
+            return (
+                f"{at}: MMIO {'write' if ex.is_write else 'read'} at {int(ex.address):#x}, the "
+                "guest's stack pointer: a stack on a trapped page is unsupported (KVM reports "
+                "one access of pushad, call, int...; docs/kvm.md)"
+            )
         if ex.kind == lib.MF_KVM_ERROR:
             return f"vCPU {self.index}: KVM_RUN failed: {os.strerror(-int(ex.error))}"
         if ex.kind == lib.MF_KVM_FILTER:

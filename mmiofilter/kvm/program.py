@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC = 0x4F494D4D
-READ, WRITE, LOOP_READ, END, WRITE64, READ64, SSE_STORE, CPUID = 1, 2, 3, 4, 5, 6, 7, 8
+READ, WRITE, LOOP_READ, END, WRITE64, READ64, SSE_STORE, CPUID, PUSHAD = range(1, 10)
 PROGRAM_STRIDE = 0x10000
 _OP = struct.Struct("<IIII")
 
@@ -61,6 +61,11 @@ class Program:
         self.ops.append(Op(SSE_STORE, address))
         return self
 
+    def pushad(self, address: int) -> Program:
+        """`pushad` with the stack pointer at `address`: eight 4-byte writes below it."""
+        self.ops.append(Op(PUSHAD, address))
+        return self
+
     def cpuid(self, leaf: int) -> Program:
         """CPUID of `leaf` (subleaf 0): a transcript line with eax, ebx, ecx, edx."""
         self.ops.append(Op(CPUID, 0, leaf))
@@ -92,8 +97,9 @@ def _width(width: int) -> int:
 class Line:
     """One line of the guest's transcript."""
 
-    kind: str  # "R", "W", "T", "E", "N" (no program), "?" (unknown op), "S" (SSE store), "C"
-    # (CPUID: value holds eax | ebx << 32 | ecx << 64 | edx << 96)
+    # "R", "W", "T", "E", "N" (no program), "?" (unknown op), "S" (SSE store), "P" (pushad),
+    # "C" (CPUID: value holds eax | ebx << 32 | ecx << 64 | edx << 96)
+    kind: str
     width: int = 0
     address: int = 0
     value: int = 0  # R/W: the value; T: TSC cycles
@@ -116,7 +122,7 @@ def parse_transcript(text: str) -> list[Line]:
                 out.append(Line(kind, 4, 0, sum(r << (32 * i) for i, r in enumerate(regs))))
             elif kind == "T" and len(parts) == 3:
                 out.append(Line(kind, 4, 0, int(parts[2], 16), int(parts[1], 16)))
-            elif kind in ("E", "N", "?", "S") and len(parts) == 1:
+            elif kind in ("E", "N", "?", "S", "P") and len(parts) == 1:
                 out.append(Line(kind))
             else:
                 raise ValueError
