@@ -19,6 +19,7 @@
 ;   7 SSE_STORE   movss [address], xmm0 (4 bytes; KVM's emulator has no movss)  "S"
 ;   8 CPUID       value = leaf (subleaf 0)     prints  "C <eax> <ebx> <ecx> <edx>"
 ;   9 PUSHAD      pushad with esp = address (a stack on that page)   prints  "P"
+;  10 STORE128    movdqu [address], xmm0 of the operation's own 16 bytes   prints  "X"
 ; The 64-bit accesses are MMX movq (KVM emulates 0F 6F / 0F 7F on MMIO); no emms follows,
 ; as nothing here uses the x87 registers.
 ; Output is text on port 0xE9, one line per operation: QEMU's isa-debugcon prints it, our VMM
@@ -94,6 +95,8 @@ start32:
         je .cpuid
         cmp eax, 9
         je .pushad
+        cmp eax, 10
+        je .store128
         mov al, '?'                     ; unknown operation: say so and stop
         call putc
         jmp .end
@@ -160,6 +163,15 @@ start32:
         mov ebx, [esi + 4]
         movss [ebx], xmm0
         mov al, 'S'
+        call putc
+        call newline
+        jmp .done
+
+.store128:
+        mov ebx, [esi + 4]
+        movdqu xmm0, [esi]
+        movdqu [ebx], xmm0
+        mov al, 'X'
         call putc
         call newline
         jmp .done

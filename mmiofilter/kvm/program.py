@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC = 0x4F494D4D
-READ, WRITE, LOOP_READ, END, WRITE64, READ64, SSE_STORE, CPUID, PUSHAD = range(1, 10)
+READ, WRITE, LOOP_READ, END, WRITE64, READ64, SSE_STORE, CPUID, PUSHAD, STORE128 = range(1, 11)
 PROGRAM_STRIDE = 0x10000
 _OP = struct.Struct("<IIII")
 
@@ -61,6 +61,12 @@ class Program:
         self.ops.append(Op(SSE_STORE, address))
         return self
 
+    def store128(self, address: int, value: int = 0) -> Program:
+        """A 16-byte SSE store (`movdqu`) of the operation's own encoding: {10, address,
+        value, 0}, little-endian."""
+        self.ops.append(Op(STORE128, address, value))
+        return self
+
     def pushad(self, address: int) -> Program:
         """`pushad` with the stack pointer at `address`: eight 4-byte writes below it."""
         self.ops.append(Op(PUSHAD, address))
@@ -98,7 +104,7 @@ class Line:
     """One line of the guest's transcript."""
 
     # "R", "W", "T", "E", "N" (no program), "?" (unknown op), "S" (SSE store), "P" (pushad),
-    # "C" (CPUID: value holds eax | ebx << 32 | ecx << 64 | edx << 96)
+    # "X" (16-byte store), "C" (CPUID: value holds eax | ebx << 32 | ecx << 64 | edx << 96)
     kind: str
     width: int = 0
     address: int = 0
@@ -122,7 +128,7 @@ def parse_transcript(text: str) -> list[Line]:
                 out.append(Line(kind, 4, 0, sum(r << (32 * i) for i, r in enumerate(regs))))
             elif kind == "T" and len(parts) == 3:
                 out.append(Line(kind, 4, 0, int(parts[2], 16), int(parts[1], 16)))
-            elif kind in ("E", "N", "?", "S", "P") and len(parts) == 1:
+            elif kind in ("E", "N", "?", "S", "P", "X") and len(parts) == 1:
                 out.append(Line(kind))
             else:
                 raise ValueError
