@@ -5,11 +5,14 @@ last 64 KiB below 4 GiB (read-only), and each BAR at the address the caller give
 direct areas are memory slots pointing into the BAR's own mapping (the memory backend's
 buffer), so the guest reaches them with no exit; its trapped pages have no slot, so every
 access to them is an MMIO exit, which the C vCPU loop (csrc/kvm.c) answers with the filter
-without coming back to Python. Port I/O (the guest's transcript), HLT and errors come back here.
+without coming back to Python (`in_c=False` answers them here instead, through the same
+mf_access_mmio). Port I/O (the guest's transcript), HLT and errors come back here; an error
+stops the vCPU with the instruction pointer and exit reason in `RunResult.error`. Page-crossing
+accesses, unsupported instructions and stopping: docs/kvm.md.
 
 One thread per vCPU; all vCPUs share the filters. `update_policy` pauses every vCPU (an
 immediate-exit flag and a SIGUSR1 to its thread), swaps the policy, remaps the slots to the new
-layout and resumes them.
+layout and resumes them. A run that times out stops and joins its threads before it returns.
 """
 
 from __future__ import annotations
