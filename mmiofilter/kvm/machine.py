@@ -186,8 +186,8 @@ class _Vcpu:
             sub = INTERNAL_SUBERRORS.get(int(ex.suberror), "unknown")
             return (
                 f"{at}: KVM_EXIT_INTERNAL_ERROR (exit reason {KVM_EXIT_INTERNAL_ERROR}, "
-                f"suberror {int(ex.suberror)}, {sub}); instructions KVM cannot complete are "
-                "unsupported on trapped pages (docs/kvm.md)"
+                f"suberror {int(ex.suberror)}, {sub}): KVM could not complete this instruction; "
+                "instructions it cannot emulate are unsupported on trapped pages (docs/kvm.md)"
             )
         if ex.kind == lib.MF_KVM_STACK:
             return (
