@@ -214,7 +214,7 @@ static void note_events(struct mf_filter *f, uint64_t from, uint64_t lo, uint64_
     pthread_mutex_unlock(&r->lock);
 }
 
-int mf_kvm_mmio(struct mf_filter *f, uint64_t offset, const struct mf_kvm_exit *ex, void *run,
+int mf_kvm_mmio(struct mf_filter *f, uint64_t offset, struct mf_kvm_exit *ex, void *run,
                 struct mf_result *res)
 {
     uint8_t data[8] = {0};
@@ -222,13 +222,19 @@ int mf_kvm_mmio(struct mf_filter *f, uint64_t offset, const struct mf_kvm_exit *
     if (ex->is_write)
         store_le(data, len, ex->value);
     bool joined = (ex->flags & MF_KVM_JOINED) != 0;
-    uint64_t from = joined ? next_seq(f) : 0;
+    bool continued = (ex->flags & MF_KVM_CONTINUED) != 0;
+    uint64_t from = joined ? next_seq(f) : ex->note_from;
+    if (!ex->is_write && ends_page(ex->address, len))
+        ex->note_from = next_seq(f); /* for its continuation's note, if one comes */
     int rc = mf_access_mmio(f, offset, len, (int)ex->is_write, data, res);
+    char why[MF_DETAIL_MAX];
     if (joined) {
-        char why[MF_DETAIL_MAX];
         snprintf(why, sizeof why, "page-crossing write, %u+%u bytes joined", ex->first,
                  len - ex->first);
         note_events(f, from, offset, offset + len, true, why);
+    } else if (continued) { /* the previous read's events and this one's */
+        snprintf(why, sizeof why, "page-crossing read, %u+%u bytes per page", ex->first, len);
+        note_events(f, from, offset - ex->first, offset + len, false, why);
     }
     if (rc == MF_OK && !ex->is_write && run)
         store_le(((struct kvm_run *)run)->mmio.data, len, res->value);
@@ -308,12 +314,14 @@ int mf_kvm_run(int vcpu_fd, void *run_area, const struct mf_kvm_window *windows,
     struct kvm_run *run = run_area;
     /* the caller handed back an exit whose successor is still in kvm_run (MF_KVM_AGAIN) */
     bool again = ex->kind == MF_KVM_MMIO && (ex->flags & MF_KVM_AGAIN);
-    memset(ex, 0, sizeof *ex);
     struct mf_kvm_exit held = {0};  /* a write piece ending at a page boundary */
     struct mf_kvm_exit piece = {0}; /* a read piece ending at one, already answered */
-    bool holding = false, reading = false;
-    uint64_t read_seq = 0;
-    const struct mf_kvm_window *read_w = NULL;
+    bool holding = false;
+    /* a read the caller answered may continue too */
+    bool reading = ex->kind == MF_KVM_MMIO && !ex->is_write && ends_page(ex->address, ex->size);
+    if (reading)
+        piece = *ex;
+    memset(ex, 0, sizeof *ex);
     for (;;) {
         if (!again) {
             bool probe = holding || reading;
@@ -376,16 +384,13 @@ int mf_kvm_run(int vcpu_fd, void *run_area, const struct mf_kvm_window *windows,
         }
         if (reading) {
             reading = false;
-            if (mmio && !run->mmio.is_write && run->mmio.phys_addr == piece.address + piece.size &&
-                window_of(windows, nwindows, run->mmio.phys_addr, run->mmio.len) == read_w) {
+            if (mmio && !run->mmio.is_write && run->mmio.phys_addr == piece.address + piece.size) {
                 describe_mmio(run, ex);
+                ex->flags = MF_KVM_CONTINUED;
+                ex->first = piece.size;
+                ex->note_from = piece.note_from;
                 if (!answer(windows, nwindows, run, stats, ex))
                     return ex->kind == MF_KVM_FILTER ? ex->error : 0;
-                char why[MF_DETAIL_MAX];
-                snprintf(why, sizeof why, "page-crossing read, %u+%u bytes per page",
-                         piece.size, ex->size);
-                note_events(read_w->filter, read_seq, piece.address - read_w->gpa,
-                            ex->address + ex->size - read_w->gpa, false, why);
                 memset(ex, 0, sizeof *ex);
                 continue;
             }
@@ -405,14 +410,10 @@ int mf_kvm_run(int vcpu_fd, void *run_area, const struct mf_kvm_window *windows,
                 memset(ex, 0, sizeof *ex);
                 continue;
             }
-            bool note = !ex->is_write && w && w->filter && ends_page(ex->address, ex->size);
-            uint64_t seq = note ? next_seq(w->filter) : 0;
             if (!answer(windows, nwindows, run, stats, ex))
                 return ex->kind == MF_KVM_FILTER ? ex->error : 0;
-            if (note) {
-                piece = *ex;
-                read_w = w;
-                read_seq = seq;
+            if (!ex->is_write && w && w->filter && ends_page(ex->address, ex->size)) {
+                piece = *ex; /* does it continue? (the probe tells) */
                 reading = true;
             }
             memset(ex, 0, sizeof *ex);

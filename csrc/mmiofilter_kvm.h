@@ -53,9 +53,12 @@ enum mf_kvm_stop {
 
 /* mf_kvm_exit.flags. JOINED: an MMIO write made of the two page pieces of one instruction
  * (`first` bytes in the first page). AGAIN: kvm_run holds a further exit; pass this struct
- * back unchanged to the next mf_kvm_run(), which handles that exit before KVM_RUN. */
+ * back unchanged to the next mf_kvm_run(), which handles that exit before KVM_RUN.
+ * CONTINUED: an MMIO read continuing the previous one (`first` bytes) across a page boundary,
+ * in the same instruction. */
 #define MF_KVM_JOINED 1
 #define MF_KVM_AGAIN 2
+#define MF_KVM_CONTINUED 4
 
 /* Error codes, one convention: every code here is negative. A wrapper returns -errno; the
  * filter's codes are the MF_E* of mmiofilter.h; `kind` says which of the two `error` is. */
@@ -69,8 +72,10 @@ struct mf_kvm_exit {
     int32_t error;    /* MF_KVM_ERROR: -errno; MF_KVM_FILTER: MF_E*; else 0 */
     uint32_t suberror; /* MF_KVM_INTERNAL: run->internal.suberror */
     uint64_t rip;      /* SHUTDOWN, OTHER, INTERNAL, STACK: the guest's instruction pointer */
-    uint32_t flags;    /* MF_KVM_JOINED, MF_KVM_AGAIN */
-    uint32_t first;    /* MMIO: bytes of the first page piece (== size unless JOINED) */
+    uint32_t flags;    /* MF_KVM_JOINED, MF_KVM_AGAIN, MF_KVM_CONTINUED */
+    uint32_t first;    /* MMIO: JOINED, CONTINUED: the bytes in the first page */
+    uint64_t note_from; /* MMIO read: the filter's event seq before its first piece was
+                         * decided (set by mf_kvm_mmio(); the CONTINUED piece notes from it) */
 };
 
 /* ioctl wrappers: return a file descriptor or >= 0 on success, -errno on failure. */
@@ -97,17 +102,18 @@ int mf_kvm_get_rip(int vcpu_fd, uint64_t *rip);
  * its continuation without entering the guest: the two pieces are then decided as one access
  * (MF_KVM_JOINED), and a piece with no continuation alone, before the guest runs on. A read
  * piece must be answered before KVM reports the next one, so a page-crossing read is decided
- * per page, and its events say so. Instructions KVM cannot emulate on MMIO stop the vCPU
- * (MF_KVM_INTERNAL), and so does an access at the guest's stack pointer (MF_KVM_STACK); see
- * docs/kvm.md.
+ * per page (probed the same way), and its events say so (MF_KVM_CONTINUED). Instructions
+ * KVM cannot emulate on MMIO stop the vCPU (MF_KVM_INTERNAL), and so does an access at the
+ * guest's stack pointer (MF_KVM_STACK); see docs/kvm.md.
  *
  * Thread-safe per vCPU; windows and filters may be shared between vCPUs. */
 int mf_kvm_run(int vcpu_fd, void *run, const struct mf_kvm_window *windows, size_t nwindows,
                struct mf_kvm_stats *stats, struct mf_kvm_exit *exit);
-/* Decide the MMIO access `exit` describes (an MF_KVM_MMIO stop, a JOINED one included) at BAR
- * offset `offset` with mf_access_mmio(), noting a joined write in its events; for a read,
- * also complete kvm_run (`run`, or NULL not to). Returns the filter's status. */
-int mf_kvm_mmio(struct mf_filter *f, uint64_t offset, const struct mf_kvm_exit *exit, void *run,
+/* Decide the MMIO access `exit` describes (an MF_KVM_MMIO stop) at BAR offset `offset` with
+ * mf_access_mmio(), noting a JOINED write or a CONTINUED read in the events (it may update
+ * `exit->note_from`: pass the struct back to mf_kvm_run() as it is); for a read, also
+ * complete kvm_run (`run`, or NULL not to). Returns the filter's status. */
+int mf_kvm_mmio(struct mf_filter *f, uint64_t offset, struct mf_kvm_exit *exit, void *run,
                 struct mf_result *res);
 /* Give the data of an "in" port access or MMIO read that mf_kvm_run returned. */
 void mf_kvm_complete(void *run, uint64_t value);

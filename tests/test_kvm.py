@@ -335,19 +335,31 @@ def test_page_crossing_8_byte_write_with_denied_bytes(bar: mmap.mmap, in_c: bool
     assert e.detail == "page-crossing write, 7+1 bytes joined"
 
 
-def test_page_crossing_read_is_decided_per_page(bar: mmap.mmap) -> None:
+@LOOPS
+def test_page_crossing_read_is_decided_per_page(bar: mmap.mmap, in_c: bool) -> None:
     """A read must be answered piece by piece (KVM needs the first page's bytes before it
     reports the second): a 2-byte read at 0x1FFF with 0x2000 denied returns the device byte
-    and the fill byte, and the event records the split."""
-    policy = mf.Policy([*TWO_PAGES, Rule("deny", 0x2000, 1, "deny")], fill=0xEE)
-    res, seen, events = run_recorded(bar, policy, kvm.Program().read(GPA + 0x1FFF, 2), True)
+    and the fill byte, a 4-byte read at 0x2FFE with 0x2FFE denied two fill bytes (its first
+    piece is mixed) and two device bytes; the events record the split, the first piece's too.
+    A read that ends at a page end with no continuation is not noted."""
+    policy = mf.Policy(
+        [*TWO_PAGES, Rule("d1", 0x2000, 1, "deny"), Rule("d2", 0x2FFE, 1, "deny"),
+         Rule("a3", 0x3003, 1, "audit"), Rule("d4", 0x1FFC, 1, "deny")],
+        fill=0xEE,
+    )  # fmt: skip
+    prog = kvm.Program().read(GPA + 0x1FFF, 2).read(GPA + 0x2FFE, 4).read(GPA + 0x1FFC, 4)
+    res, seen, events = run_recorded(bar, policy, prog, in_c)
     assert res.error is None, res.error
-    (line,) = [ln for ln in kvm.parse_transcript(res.transcript) if ln.kind == "R"]
-    assert line.value == bar[0x1FFF] | 0xEE << 8
-    assert seen == [("r", 0x1FFF, 1)]
-    (e,) = events
-    assert (e.offset, e.width, e.outcome, e.rule) == (0x2000, 1, mf.Outcome.BLOCKED, "deny")
-    assert e.detail == "page-crossing read, 1+1 bytes per page"
+    lines = [ln.value for ln in kvm.parse_transcript(res.transcript) if ln.kind == "R"]
+    assert lines[0] == bar[0x1FFF] | 0xEE << 8
+    assert lines[1] == int.from_bytes(bytes([0xEE, 0xEE]) + bar[0x3000:0x3002], "little")
+    assert seen == [("r", 0x1FFF, 1), ("r", 0x3000, 2)]
+    got = [(e.offset, e.width, e.outcome, e.rule, e.detail) for e in events]
+    assert got == [
+        (0x2000, 1, mf.Outcome.BLOCKED, "d1", "page-crossing read, 1+1 bytes per page"),
+        (0x2FFE, 2, mf.Outcome.BLOCKED, "d2", "page-crossing read, 2+2 bytes per page"),
+        (0x1FFC, 4, mf.Outcome.BLOCKED, "d4", ""),
+    ]
 
 
 @LOOPS
