@@ -289,6 +289,18 @@ int mf_access_scalar(struct mf_filter *f, uint64_t offset, unsigned width, int i
  * of accesses whose status is not MF_OK. */
 size_t mf_access_batch(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res,
                        size_t n);
+/* One KVM_EXIT_MMIO as KVM gives it: `offset` is run->mmio.phys_addr minus the BAR's guest
+ * address, `len` is run->mmio.len (1 to 8) and `data` is run->mmio.data, little-endian: read
+ * for a write, filled in for a read (copy nothing back: it is written in place). A length of
+ * 1, 2, 4 or 8 is one access of that width. A length of 3, 5, 6 or 7 is the part of a
+ * page-crossing access that lies in a trapped page; it is taken apart into naturally aligned
+ * accesses, each decided on its own (docs/contract-details.md, items 11 and 13). The whole
+ * fragment is validated first (MF_EWIDTH, MF_ERANGE: nothing touched, nothing recorded).
+ * res->value is the fragment's value (read: as returned; write: as it reached the device);
+ * res->outcome is the pieces' outcome when they agree, MF_MASKED when all passed and some
+ * were masked, else MF_PARTIAL. Returns the status (also in res->status). */
+int mf_access_mmio(struct mf_filter *f, uint64_t offset, unsigned len, int is_write,
+                   uint8_t data[8], struct mf_result *res);
 
 /* ---- events ---------------------------------------------------------------------------- */
 

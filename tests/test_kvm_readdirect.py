@@ -185,45 +185,52 @@ def test_read_modify_write_instructions_keep_protected_bits(bar: mmap.mmap, in_c
     del f
 
 
-class _SwapOnDoorbell:
-    """The window's filter seen by the Python vCPU loop: a write to the doorbell swaps the
-    policy and remaps the slots right in that exit, with the vCPU out of the guest, as
-    Machine.update_policy does with every vCPU paused."""
-
-    def __init__(self, f: mf.BarFilter, policy: mf.Policy) -> None:
-        self.f, self.policy = f, policy
-        self.window: Any = None
-
-    @property
-    def layout(self) -> mf.Layout:
-        return self.f.layout
-
-    def access(self, off: int, width: int, is_write: bool, value: int = 0) -> mf.Result:
-        res = self.f.access(off, width, is_write, value)
-        if is_write and off == DOORBELL:
-            self.f.update(self.policy)
-            self.window.remap()
-        return res
+SWITCH_GPA = GPA + 0x100000  # a second, trapped BAR the guest polls while the host swaps
 
 
 def test_swap_to_trapped_takes_effect_before_the_next_instruction(bar: mmap.mmap) -> None:
-    """Page 1 is read-direct; the guest's doorbell write makes it trapped (RO emulated). The
-    very next read of it is the emulated value, and exits; the one before did not."""
+    """Page 1 is read-direct. The guest reads RO (from the mapping, no exit), then polls a
+    second BAR; on its first poll the host swaps the first BAR's policy so that RO is emulated
+    (Machine.update_policy: every vCPU paused, the slots remapped). The guest's very next read
+    of RO, right after the poll loop, is the emulated value and exits."""
     emulated = mf.Policy([Rule("ro", RO, 4, "emulate", value=0xC0FFEE11), *POLICY.rules[1:]])
     f = mf.BarFilter(SIZE, POLICY, mf.MemoryBackend(bar), page_size=PAGE)
-    swap = _SwapOnDoorbell(f, emulated)
-    prog = kvm.Program().read(GPA + RO).write(GPA + DOORBELL, 1).read(GPA + RO).read(GPA + RO, 1)
+    polled = threading.Event()
+    swapped = threading.Event()
+
+    def poll(off: int, width: int) -> int:
+        polled.set()
+        return 1 if swapped.is_set() else 0
+
+    switch_policy = mf.Policy([Rule("switch", 0, 4, "deny")])
+    switch_filter = mf.BarFilter(
+        PAGE, mf.Policy([]), mf.CallbackBackend(poll, lambda *_: None), page_size=PAGE
+    )
+    switch_mem = mmap.mmap(-1, PAGE)
+    prog = kvm.Program().read(GPA + RO).loop_read(SWITCH_GPA + 8, 20000)
+    prog.read(GPA + RO).read(GPA + RO, 1)
     with machine() as m:
-        w = m.add_bar(GPA, f)
-        w.filter = swap  # type: ignore[assignment]
-        swap.window = w
+        window = m.add_bar(GPA, f)
+        # a window needs a memory backend to be placed; its exits then go to the callback
+        sw = m.add_bar(SWITCH_GPA, mf.BarFilter(PAGE, switch_policy, mf.MemoryBackend(switch_mem)))
+        sw.filter = switch_filter
+        m._c_cache = None
+
+        def swapper() -> None:
+            if polled.wait(60):
+                m.update_policy(window, emulated)
+                swapped.set()
+
+        t = threading.Thread(target=swapper)
+        t.start()
         (res,) = m.run([prog], in_c=False)
-        assert w.read_only_slots == []  # the page lost its read-only slot
+        t.join()
+        assert swapped.is_set()
+        assert window.read_only_slots == []  # the page lost its read-only slot
     assert res.error is None, res.error
     reads = [ln.value for ln in kvm.parse_transcript(res.transcript) if ln.kind == "R"]
     assert reads == [word(bar, RO), 0xC0FFEE11, 0x11]
-    assert res.mmio_in_python == 3  # the doorbell and the two reads after it
-    del f, swap, w
+    del sw
 
 
 def test_swap_under_a_running_guest_never_goes_back(bar: mmap.mmap) -> None:

@@ -20,6 +20,14 @@
 ;                 (edi after = the old value)  5 rep movsd of `count` dwords from RAM at value
 ;                 6 or word  7 or byte
 ;   6 LOOP_WRITE  arg = count: 32-bit writes   prints  "T <count> <tsc cycles, 64-bit>"
+;   7 WRITE64     value = low, arg = high dword  prints  "W 8 <address> <value, 64-bit>"
+;   8 READ64                                   prints  "R 8 <address> <value, 64-bit>"
+;   9 SSE_STORE   movss [address], xmm0 (4 bytes; KVM's emulator has no movss)  "S"
+;  10 CPUID       value = leaf (subleaf 0)     prints  "C <eax> <ebx> <ecx> <edx>"
+;  11 PUSHAD      pushad with esp = address (a stack on that page)   prints  "P"
+;  12 STORE128    movdqu [address], xmm0 of the operation's own 16 bytes   prints  "X"
+; The 64-bit accesses are MMX movq (KVM emulates 0F 6F / 0F 7F on MMIO); no emms follows,
+; as nothing here uses the x87 registers.
 ; Output is text on port 0xE9, one line per operation: QEMU's isa-debugcon prints it, our VMM
 ; reads it from the I/O exits. The timed loop does nothing but the reads, so a loop of N reads
 ; costs N MMIO exits (or none, on a page the VMM mapped directly) and its TSC delta is theirs.
@@ -58,6 +66,9 @@ start32:
         mov ss, ax
         mov fs, ax
         mov gs, ax
+        mov eax, cr4
+        or eax, 0x200                   ; OSFXSR: SSE instructions execute (CR4 bit 9)
+        mov cr4, eax
         mov eax, esi                    ; vCPU index from the host
         inc eax
         shl eax, 16                     ; program at 0x10000 * (index + 1)
@@ -84,6 +95,18 @@ start32:
         je .rmw
         cmp eax, 6
         je .wloop
+        cmp eax, 7
+        je .write64
+        cmp eax, 8
+        je .read64
+        cmp eax, 9
+        je .sse
+        cmp eax, 10
+        je .cpuid
+        cmp eax, 11
+        je .pushad
+        cmp eax, 12
+        je .store128
         mov al, '?'                     ; unknown operation: say so and stop
         call putc
         jmp .end
@@ -128,6 +151,68 @@ start32:
 .wprint:
         mov al, 'W'
         call op_line
+        jmp .done
+
+.write64:
+        mov ebx, [esi + 4]
+        movq mm0, [esi + 8]             ; value and arg: the 64-bit value, little-endian
+        movq [ebx], mm0
+        mov al, 'W'
+        call op64_line
+        jmp .done
+
+.read64:
+        mov ebx, [esi + 4]
+        movq mm0, [ebx]
+        movq [ebp + 8], mm0             ; header words 2-3: scratch
+        mov al, 'R'
+        call op64_line
+        jmp .done
+
+.sse:
+        mov ebx, [esi + 4]
+        movss [ebx], xmm0
+        mov al, 'S'
+        call putc
+        call newline
+        jmp .done
+
+.store128:
+        mov ebx, [esi + 4]
+        movdqu xmm0, [esi]
+        movdqu [ebx], xmm0
+        mov al, 'X'
+        call putc
+        call newline
+        jmp .done
+
+.pushad:
+        mov edx, esp
+        mov esp, [esi + 4]
+        pushad                          ; 8 dwords below the address
+        mov esp, edx
+        mov al, 'P'
+        call putc
+        call newline
+        jmp .done
+
+.cpuid:
+        mov eax, [esi + 8]
+        xor ecx, ecx
+        cpuid
+        push edx
+        push ecx
+        push ebx
+        push eax
+        mov al, 'C'
+        call putc
+        mov ecx, 4
+.c:     call space
+        pop eax
+        call puthex
+        dec ecx
+        jnz .c
+        call newline
         jmp .done
 
 .loop:
@@ -249,6 +334,27 @@ op_line:
         call puthex
         call newline
         ret
+
+; "<al> 8 <address> <value, 16 hex digits>\n": a WRITE64's value is at esi+8, a READ64's at
+; ebp+8
+op64_line:
+        call putc
+        call space
+        mov al, '8'
+        call putc
+        call space
+        mov eax, [esi + 4]
+        call puthex
+        call space
+        lea edx, [esi + 8]
+        cmp byte [esi], 5
+        je .v
+        lea edx, [ebp + 8]
+.v:     mov eax, [edx + 4]
+        call puthex
+        mov eax, [edx]
+        call puthex
+        jmp newline
 
 space:  mov al, ' '
         jmp putc

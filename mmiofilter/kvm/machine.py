@@ -8,11 +8,14 @@ buffer), so the guest reaches them with no exit. Its read-direct areas are read-
 write exits as KVM_EXIT_MMIO with its exact width and data. Without KVM_CAP_READONLY_MEM (or
 an alias) they are trapped like the rest. Its trapped pages have no slot, so every
 access to them is an MMIO exit, which the C vCPU loop (csrc/kvm.c) answers with the filter
-without coming back to Python. Port I/O (the guest's transcript), HLT and errors come back here.
+without coming back to Python (`in_c=False` answers them here instead, through the same
+mf_access_mmio). Port I/O (the guest's transcript), HLT and errors come back here; an error
+stops the vCPU with the instruction pointer and exit reason in `RunResult.error`. Page-crossing
+accesses, unsupported instructions and stopping: docs/kvm.md.
 
 One thread per vCPU; all vCPUs share the filters. `update_policy` pauses every vCPU (an
 immediate-exit flag and a SIGUSR1 to its thread), swaps the policy, remaps the slots to the new
-layout and resumes them.
+layout and resumes them. A run that times out stops and joins its threads before it returns.
 """
 
 from __future__ import annotations
@@ -41,22 +44,22 @@ HOST_PAGE = mmap.PAGESIZE
 KVM_CHECK_EXTENSION = 0xAE03  # _IO(KVMIO, 0x03), linux/kvm.h
 KVM_CAP_READONLY_MEM = 81  # linux/kvm.h
 MREMAP_MAYMOVE, PROT_READ = 1, 1  # linux/mman.h, asm-generic/mman-common.h
+KVM_EXIT_INTERNAL_ERROR = 17  # linux/kvm.h
+# linux/kvm.h, KVM_INTERNAL_ERROR_*: what run->internal.suberror means
+INTERNAL_SUBERRORS = {
+    1: "KVM_INTERNAL_ERROR_EMULATION: the instruction cannot be emulated",
+    2: "KVM_INTERNAL_ERROR_SIMUL_EX: an exception while delivering one",
+    3: "KVM_INTERNAL_ERROR_DELIVERY_EV: an event could not be delivered",
+    4: "KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON",
+}
 
 
-def aligned_pieces(offset: int, length: int) -> list[tuple[int, int]]:
-    """The accesses that make up an MMIO exit of `length` bytes: the access itself when the
-    length is a width (1, 2, 4, 8), else naturally aligned pieces (a page-crossing fragment)."""
-    if length in (1, 2, 4, 8):
-        return [(offset, length)]
-    out = []
-    end = offset + length
-    while offset < end:
-        w = 8
-        while w > 1 and (offset % w or offset + w > end):
-            w //= 2
-        out.append((offset, w))
-        offset += w
-    return out
+def filter_error(code: int) -> str:
+    """The name of a filter's MF_E* code (the codes the C core returns, all negative)."""
+    for name in dir(lib):
+        if name.startswith("MF_E") and getattr(lib, name) == code:
+            return name
+    return f"error {code}"
 
 
 class KvmUnavailable(OSError):
@@ -165,6 +168,11 @@ class _Vcpu:
         fd = lib.mf_kvm_create_vcpu(machine._kvm, machine._vm, index, run, size)
         if fd < 0:
             raise KvmUnavailable(f"KVM_CREATE_VCPU {index}: {os.strerror(-fd)}")
+        # a CPUID, as a VMM gives its guests: what KVM supports here
+        rc = lib.mf_kvm_set_cpuid(machine._kvm, fd)
+        if rc < 0:
+            os.close(fd)
+            raise KvmUnavailable(f"KVM_SET_CPUID2: {os.strerror(-rc)}")
         if index:
             rc = lib.mf_kvm_set_rsi(fd, index)  # the firmware's program selector
             if rc < 0:
@@ -173,6 +181,7 @@ class _Vcpu:
         self.run_size = size[0]
         self.result = RunResult(index)
         self.thread: threading.Thread | None = None
+        self.stop = threading.Event()  # the run timed out: leave the loop at the next pause
         self.pause_requested = threading.Event()
         self.paused = threading.Event()
         self.resumed = threading.Event()
@@ -196,42 +205,67 @@ class _Vcpu:
                 elif ex.kind == lib.MF_KVM_MMIO:
                     self._python_mmio(ex)
                 elif ex.kind == lib.MF_KVM_PAUSED:
+                    if self.stop.is_set():
+                        return  # run() timed out and says so in the result
                     if self.pause_requested.is_set():
                         self.paused.set()
                         self.resumed.wait()
                         self.resumed.clear()
                 elif ex.kind == lib.MF_KVM_HLT:
                     return
-                elif ex.kind == lib.MF_KVM_SHUTDOWN:
-                    raise GuestError("the guest triple-faulted (KVM_EXIT_SHUTDOWN)")
-                elif ex.kind == lib.MF_KVM_ERROR:
-                    raise GuestError(
-                        f"vCPU {self.index}: KVM_RUN or the filter failed ({ex.error})"
-                    )
                 else:
-                    raise GuestError(f"vCPU {self.index}: unexpected exit reason {ex.reason}")
+                    raise GuestError(self._stop_reason(ex))
         except Exception as e:  # the caller sees it in the result, the thread ends cleanly
-            res.error = str(e)
+            if res.error is None:
+                res.error = str(e)
         finally:
             res.transcript = "".join(out)
             res.exits = int(stats.exits)
             res.mmio_in_c = int(stats.mmio_handled)
 
+    def _stop_reason(self, ex: Any) -> str:
+        """What stopped this vCPU, with where the guest was."""
+        at = f"vCPU {self.index} stopped at rip {int(ex.rip):#x}"
+        if ex.kind == lib.MF_KVM_SHUTDOWN:
+            return f"{at}: the guest triple-faulted (KVM_EXIT_SHUTDOWN)"
+        if ex.kind == lib.MF_KVM_INTERNAL:
+            sub = INTERNAL_SUBERRORS.get(int(ex.suberror), "unknown")
+            return (
+                f"{at}: KVM_EXIT_INTERNAL_ERROR (exit reason {KVM_EXIT_INTERNAL_ERROR}, "
+                f"suberror {int(ex.suberror)}, {sub}): KVM could not complete this instruction; "
+                "instructions it cannot emulate are unsupported on trapped pages (docs/kvm.md)"
+            )
+        if ex.kind == lib.MF_KVM_STACK:
+            return (
+                f"{at}: MMIO {'write' if ex.is_write else 'read'} at {int(ex.address):#x}, the "
+                "guest's stack pointer: a stack on a trapped page is unsupported (KVM reports "
+                "one access of pushad, call, int...; docs/kvm.md)"
+            )
+        if ex.kind == lib.MF_KVM_ERROR:
+            return f"vCPU {self.index}: KVM_RUN failed: {os.strerror(-int(ex.error))}"
+        if ex.kind == lib.MF_KVM_FILTER:
+            return (
+                f"vCPU {self.index}: the filter failed on the MMIO "
+                f"{'write' if ex.is_write else 'read'} at {int(ex.address):#x} "
+                f"(+{int(ex.size)}): {filter_error(int(ex.error))}"
+            )
+        return f"{at}: unexpected exit reason {int(ex.reason)}"
+
     def _python_mmio(self, ex: Any) -> None:
         w = self.machine.window_at(int(ex.address), int(ex.size))
         if w is None:
             raise GuestError(f"MMIO at {int(ex.address):#x} outside every BAR")
-        off, size, is_write = int(ex.address) - w.gpa, int(ex.size), bool(ex.is_write)
         if w.filter is None:
-            value = w.constant
-        else:  # a page-crossing fragment is taken apart as the C loop does (csrc/kvm.c)
-            value = 0
-            for at, width in aligned_pieces(off, size):
-                shift = 8 * (at - off)
-                piece = (int(ex.value) >> shift) & ((1 << (8 * width)) - 1)
-                value |= w.filter.access(at, width, is_write, piece).value << shift
-        if not is_write:
-            lib.mf_kvm_complete(self.run, value & ((1 << (8 * size)) - 1))
+            if not ex.is_write:
+                lib.mf_kvm_complete(self.run, w.constant & ((1 << (8 * int(ex.size))) - 1))
+        else:  # as the C loop does: mf_access_mmio (page-crossing fragments, joined writes)
+            res = ffi.new("struct mf_result *")
+            rc = lib.mf_kvm_mmio(w.filter._f, int(ex.address) - w.gpa, ex, self.run, res)
+            if rc != 0:
+                raise GuestError(
+                    f"vCPU {self.index}: the filter failed on the MMIO access at "
+                    f"{int(ex.address):#x} (+{int(ex.size)}): {filter_error(rc)}"
+                )
         self.result.mmio_in_python += 1
 
 
@@ -365,10 +399,20 @@ class Machine:
             assert v.thread is not None
             v.thread.join(timeout)
             if v.thread.is_alive():
-                self._kick(v)
-                v.result.error = f"vCPU {v.index} still running after {timeout} s"
-                v.resumed.set()
+                v.result.error = f"vCPU {v.index} still running after {timeout} s: stopped"
+                self._stop(v)
         return [v.result for v in self._vcpus]
+
+    def _stop(self, v: _Vcpu) -> None:
+        """Take a vCPU out of the guest for good and join its thread: only then may its file
+        descriptors be closed. A kick can land before the thread enters KVM_RUN, so kick
+        until it has left."""
+        v.stop.set()
+        v.resumed.set()  # a vCPU waiting in a pause goes on to see the stop
+        while v.thread is not None and v.thread.is_alive():
+            self._kick(v)
+            v.thread.join(0.05)
+        lib.mf_kvm_resume(v.run)
 
     def _kick(self, v: _Vcpu) -> None:
         lib.mf_kvm_pause(v.run)
@@ -413,6 +457,8 @@ class Machine:
 
     def close(self) -> None:
         """Release the VM. The filters stay usable; their BAR memory is no longer mapped."""
+        for v in self._vcpus:
+            self._stop(v)  # no thread may run KVM_RUN on a closed (or reused) descriptor
         for v in self._vcpus:
             os.close(v.fd)
         os.close(self._vm)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 MAGIC = 0x4F494D4D
 READ, WRITE, LOOP_READ, END, RMW, LOOP_WRITE = 1, 2, 3, 4, 5, 6
+WRITE64, READ64, SSE_STORE, CPUID, PUSHAD, STORE128 = range(7, 13)
 #: Read-modify-write instructions of the RMW operation (firmware.asm), by name.
 RMW_KINDS = {"or": 1, "lock bts": 2, "lock or": 3, "xchg": 4, "rep movsd": 5, "or word": 6,
              "or byte": 7}  # fmt: skip
@@ -44,6 +45,40 @@ class Program:
         if not 0 <= value < 1 << (8 * _width(width)):
             raise ValueError(f"value {value:#x} does not fit in {width} byte(s)")
         self.ops.append(Op(WRITE, address, value, width))
+        return self
+
+    def write64(self, address: int, value: int) -> Program:
+        """An 8-byte write (MMX movq)."""
+        if not 0 <= value < 1 << 64:
+            raise ValueError(f"value {value:#x} does not fit in 8 bytes")
+        self.ops.append(Op(WRITE64, address, value & 0xFFFFFFFF, value >> 32))
+        return self
+
+    def read64(self, address: int) -> Program:
+        """An 8-byte read (MMX movq)."""
+        self.ops.append(Op(READ64, address))
+        return self
+
+    def sse_store(self, address: int) -> Program:
+        """`movss [address], xmm0`: an SSE store KVM's instruction emulator does not know, so
+        on a trapped page KVM stops with KVM_EXIT_INTERNAL_ERROR."""
+        self.ops.append(Op(SSE_STORE, address))
+        return self
+
+    def store128(self, address: int, value: int = 0) -> Program:
+        """A 16-byte SSE store (`movdqu`) of the operation's own encoding: {10, address,
+        value, 0}, little-endian."""
+        self.ops.append(Op(STORE128, address, value))
+        return self
+
+    def pushad(self, address: int) -> Program:
+        """`pushad` with the stack pointer at `address`: eight 4-byte writes below it."""
+        self.ops.append(Op(PUSHAD, address))
+        return self
+
+    def cpuid(self, leaf: int) -> Program:
+        """CPUID of `leaf` (subleaf 0): a transcript line with eax, ebx, ecx, edx."""
+        self.ops.append(Op(CPUID, 0, leaf))
         return self
 
     def loop_read(self, address: int, count: int) -> Program:
@@ -89,7 +124,10 @@ def _width(width: int) -> int:
 class Line:
     """One line of the guest's transcript."""
 
-    kind: str  # "R", "W", "M" (read-modify-write), "T", "E", "N" (no program), "?" (unknown)
+    # "R", "W", "M" (read-modify-write), "T", "E", "N" (no program), "?" (unknown op),
+    # "S" (SSE store), "P" (pushad), "X" (16-byte store),
+    # "C" (CPUID: value holds eax | ebx << 32 | ecx << 64 | edx << 96)
+    kind: str
     width: int = 0  # M: the RMW kind
     address: int = 0
     value: int = 0  # R/W: the value; T: TSC cycles
@@ -107,9 +145,12 @@ def parse_transcript(text: str) -> list[Line]:
         try:
             if kind in ("R", "W", "M") and len(parts) == 4:
                 out.append(Line(kind, int(parts[1]), int(parts[2], 16), int(parts[3], 16)))
+            elif kind == "C" and len(parts) == 5:
+                regs = [int(x, 16) for x in parts[1:]]
+                out.append(Line(kind, 4, 0, sum(r << (32 * i) for i, r in enumerate(regs))))
             elif kind == "T" and len(parts) == 3:
                 out.append(Line(kind, 4, 0, int(parts[2], 16), int(parts[1], 16)))
-            elif kind in ("E", "N", "?") and len(parts) == 1:
+            elif kind in ("E", "N", "?", "S", "P", "X") and len(parts) == 1:
                 out.append(Line(kind))
             else:
                 raise ValueError

@@ -225,7 +225,7 @@ def compute_layout(rules_of_bar: Sequence[Rule], size: int, page_size: int) -> M
     return ModelLayout(size, page_size, direct, trapped, collateral)
 
 
-#: Actions whose reads pass to the device unrecorded (DESIGN §4): a page holding only these
+#: Actions whose reads pass to the device unrecorded (contract §4): a page holding only these
 #: (and not only `allow`) is read-direct. Any other action hides, changes or records a read.
 READ_CLEAN_ACTIONS = frozenset({"allow", "readonly", "mask"})
 
@@ -240,7 +240,7 @@ class ModelReadDirect:
 
 
 def compute_read_direct(rules_of_bar: Sequence[Rule], size: int, page_size: int) -> ModelReadDirect:
-    """DESIGN §4's read-direct pages, from the elementary intervals: a full page is read-direct
+    """contract §4's read-direct pages, from the elementary intervals: a full page is read-direct
     when it holds a non-`allow` byte and every byte's action is in READ_CLEAN_ACTIONS."""
     p = page_size
     full = size // p
