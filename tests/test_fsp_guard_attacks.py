@@ -7,9 +7,9 @@ checking what the simulated FSP took.
 from __future__ import annotations
 
 import pytest
+from mmiofilter._core import ffi, lib
 
 import mmiofilter as mf
-from mmiofilter._core import ffi, lib
 from mmiofilter.devices import load_policy_file
 from mmiofilter.filter import _Table
 from mmiofilter.guards import (
