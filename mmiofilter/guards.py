@@ -1,4 +1,4 @@
-"""Guards: stateful rules for protocols carried over MMIO (DESIGN §2).
+"""Guards: stateful rules for protocols carried over MMIO (docs/fsp-guard.md).
 
 A guard is a rule whose action is "guard": it owns a fixed set of registers and the C core
 hands it every access to them, in order, to decide from the protocol state it keeps. The first
