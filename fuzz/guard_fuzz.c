@@ -223,11 +223,12 @@ static void fsp_take(struct world *w, unsigned c)
     if (s->owe[c])
         fsp_reply(w, c);
     s->pending[c] = false;
-    uint32_t head = s->qhead[c], tail = s->qtail[c];
-    if (head != s->db_head[c] || tail != s->db_tail[c])
-        FAIL("queue %u: HEAD/TAIL %#x/%#x at take, %#x/%#x at the doorbell", c, head, tail,
-             s->db_head[c], s->db_tail[c]);
-    s->qhead[c] = tail;
+    uint32_t head = s->db_head[c], tail = s->db_tail[c];
+    /* without a guard the guest may move them (the FSP goes by what it was told) */
+    if (!s->db_unguarded[c] && (s->qhead[c] != head || s->qtail[c] != tail))
+        FAIL("queue %u: HEAD/TAIL %#x/%#x at take, %#x/%#x at the doorbell", c, s->qhead[c],
+             s->qtail[c], head, tail);
+    s->qhead[c] = s->qtail[c];
     uint32_t len = tail + 4 - head; /* the doorbell checked the bounds */
     if (!s->db_unguarded[c] && memcmp(&s->emem[head], s->snap[c], len)) {
         uint32_t at = 0;
@@ -922,6 +923,19 @@ static void answer_all(struct world *w)
     }
 }
 
+/* No guard from here: the packets waiting for the FSP lose the guard's promises (the guest
+ * may rewrite them, or their denied type, unseen: the admin's choice). */
+static void drop_guard(struct world *w)
+{
+    for (unsigned c = 0; c < MAX_CH; c++)
+        if (w->sim.pending[c]) {
+            w->sim.db_unguarded[c] = true;
+            memset(w->sim.db_deny[c], 0, 32);
+            memset(w->sim.db_prc[c], 0, 32);
+        }
+    w->sim.tail_armed = -1;
+}
+
 /* A policy swap on the same registers: new denied types and PRC sub-messages, fill, plain
  * rules (max_packet is the FSP's channel size: it stays); with how bit 6, no guard at all, or
  * the guard again. With how bit 5 the table the update hands back is kept, to be published
@@ -935,7 +949,9 @@ static void op_swap(struct input *in, struct world *w)
     memcpy(was_prc, w->prc, 32);
     if (how & 64) {
         w->unguarded = !w->unguarded;
-        if (!w->unguarded)
+        if (w->unguarded)
+            drop_guard(w);
+        else
             answer_all(w); /* the guard comes back with a fresh state */
     }
     if (how & 1)
@@ -986,6 +1002,8 @@ static void op_republish(struct world *w)
     bool u = w->unguarded;
     w->unguarded = w->retired_unguarded;
     w->retired_unguarded = u;
+    if (w->unguarded)
+        drop_guard(w);
 }
 
 static void new_filter(struct world *w)

@@ -299,7 +299,12 @@ def test_gh100_profile_guards_the_mailbox(tmp_path: object) -> None:
 
     guards = [r for r in policy("").rules if isinstance(r, mf.FspGuard)]
     assert [sorted(g.deny_types) for g in guards] == [[FW]]
-    assert not [r for r in policy('firmware_update = "allow"').rules if r.action == "guard"]
+    # with firmware updates allowed the guard stays for the PRC sub-messages (nvlink isolate,
+    # persistent_settings deny: the defaults); with nothing refused there is none
+    [prc_only] = [r for r in policy('firmware_update = "allow"').rules if r.action == "guard"]
+    assert isinstance(prc_only, mf.FspGuard) and not prc_only.deny_types
+    nothing = 'firmware_update = "allow"\nnvlink = "allow"\npersistent_settings = "allow"'
+    assert not [r for r in policy(nothing).rules if r.action == "guard"]
     extra = policy('firmware_update = "allow"\nfsp_deny_types = ["inforom", 0x18]')
     assert [sorted(g.deny_types) for g in extra.rules if isinstance(g, mf.FspGuard)] == [
         [INFOROM, 0x18]

@@ -24,6 +24,7 @@ def _rule(r: Rule) -> dict[str, Any]:
          "value": r.value, "mask": r.mask, "priority": r.priority}  # fmt: skip
     if isinstance(r, FspGuard):
         d.update(kind=r.kind, registers=r.register_ranges(), deny_types=sorted(r.deny_types))
+        d.update(deny_prc=sorted(r.deny_prc))
     return d
 
 
@@ -33,6 +34,7 @@ def _rule_line(r: Rule) -> str:
     extra += f" priority={r.priority}" if r.priority else ""
     if isinstance(r, FspGuard):
         extra += f" kind={r.kind} deny_types={','.join(f'{t:#04x}' for t in sorted(r.deny_types))}"
+        extra += f" deny_prc={','.join(f'{t:#04x}' for t in sorted(r.deny_prc))}"
     return f"  BAR{r.bar} [{r.start:#x}, {r.end:#x})  {r.action:<8} {r.name}{extra}"
 
 
