@@ -187,7 +187,7 @@ class DeviceInfoSpec:
                 raise ValueError(f"device_info: rows must be 1..entries ({self.entries})")
         elif self.config is not None or self.version is not None or self.rows is not None:
             raise ValueError(
-                "device_info: config, version and rows belong to the gh100 format only"
+                "device_info: config and version belong to the gh100 format only (rows too)"
             )
 
     @property
