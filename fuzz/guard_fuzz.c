@@ -1072,6 +1072,11 @@ static void op_liveness(struct input *in, struct world *w)
         if (s->mhead[c] != s->mtail[c] || s->qhead[c] != s->qtail[c] || s->pending[c])
             return; /* left in a state the check does not cover */
     }
+    /* a closed queue left busy (by a time without a guard) keeps EMEM closed: failing closed
+     * (docs/fsp-guard.md, a packet the guard cannot place) */
+    for (unsigned c = w->channels; c < MAX_CH; c++)
+        if (s->qhead[c] != s->qtail[c] || s->pending[c])
+            return;
     drain(w);
     uint32_t words[4] = {SOM | EOM, MSG_HDR(NVDM_COT), 0x1234, 0x5678};
     unsigned before = s->packets;
