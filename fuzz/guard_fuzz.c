@@ -134,8 +134,10 @@ struct world {
     /* the policy in force */
     uint32_t max_packet;
     uint8_t deny[32], prc[32];
-    /* no guard in force (a table without it: the admin's choice, nothing is checked) */
-    bool unguarded;
+    /* no guard in force (a table without it: the admin's choice, nothing is checked); a
+     * doorbell rang then (a packet no guard would pass, such as a continuation of no message,
+     * may have reached the FSP, which a later guard takes for one whose reply will come) */
+    bool unguarded, unguarded_rang;
     /* a table an update handed back, kept to publish again, and its policy */
     struct mf_table *retired;
     uint8_t retired_deny[32], retired_prc[32];
@@ -310,6 +312,7 @@ static void fsp_doorbell(struct world *w, unsigned c)
         memset(s->db_deny[c], 0, 32);
         memset(s->db_prc[c], 0, 32);
         s->db_unguarded[c] = true;
+        w->unguarded_rang = true;
         s->db_head[c] = head;
         s->db_tail[c] = tail;
         s->pending[c] = true;
@@ -1044,7 +1047,7 @@ static void op_liveness(struct input *in, struct world *w)
     return;
 #endif
     if (denied(w->deny, NVDM_COT) || 4 * n > w->max_packet || w->ever_faulted || w->fault_in ||
-        w->unguarded)
+        w->unguarded || w->unguarded_rang)
         return;
     drain(w);
     for (unsigned c = 0; c < MAX_CH; c++) {
