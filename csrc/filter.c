@@ -57,6 +57,13 @@ struct mf_filter *mf_filter_new(const struct mf_backend *backend, uint32_t bar,
         mf_set_error(err, -1, "cannot create the update lock");
         goto fail;
     }
+    if (mf_guards_adopt(table, NULL) != MF_OK) { /* a retired table: fresh guard states */
+        mf_ring_destroy(&f->ring);
+        pthread_mutex_destroy(&f->update_lock);
+        free(f);
+        mf_set_error(err, -1, "out of memory");
+        goto fail;
+    }
     f->backend = *backend;
     f->bar = bar;
     mf_guards_arm(table, backend); /* no table before this one: nothing to drain */
@@ -92,7 +99,10 @@ int mf_filter_update(struct mf_filter *f, struct mf_table *t, struct mf_table **
         pthread_mutex_unlock(&f->update_lock);
         return MF_EINVAL;
     }
-    mf_guards_adopt(t, cur);
+    if (mf_guards_adopt(t, cur) != MF_OK) {
+        pthread_mutex_unlock(&f->update_lock);
+        return MF_ENOMEM;
+    }
     struct mf_table *prev = atomic_exchange(&f->cur, t);
     mf_hazard_wait_unused(prev);
     mf_guards_arm(t, &f->backend); /* guards new to this filter: the old table is gone */

@@ -14,9 +14,18 @@
 
 #include "guard.h"
 
+const struct mf_guard_class *const mf_guard_classes[MF_GUARD_KINDS] = {
+    [MF_GUARD_FSP] = &mf_guard_fsp,
+};
+
+/* The union's size is the ABI: a new kind must fit in it. */
+_Static_assert(sizeof(((struct mf_guard_spec *)0)->reserved) == 256, "mf_guard_spec union size");
+_Static_assert(sizeof(struct mf_fsp_params) <= sizeof(((struct mf_guard_spec *)0)->reserved),
+               "mf_fsp_params fits the mf_guard_spec union");
+
 const struct mf_guard_class *mf_guard_class_of(uint8_t kind)
 {
-    return kind == MF_GUARD_FSP ? &mf_guard_fsp : NULL;
+    return kind < MF_GUARD_KINDS ? mf_guard_classes[kind] : NULL;
 }
 
 struct mf_guard_state *mf_guard_state_new(const struct mf_guard_class *cls,
@@ -45,22 +54,34 @@ void mf_guard_state_put(struct mf_guard_state *s)
     free(s);
 }
 
-void mf_guards_adopt(struct mf_table *next, const struct mf_table *cur)
+int mf_guards_adopt(struct mf_table *next, const struct mf_table *cur)
 {
     for (size_t i = 0; i < next->nguards; i++) {
         struct mf_guard *g = &next->guards[i];
-        for (size_t j = 0; j < cur->nguards; j++) {
-            const struct mf_guard *o = &cur->guards[j];
-            if (o->cls != g->cls || !g->cls->same_registers(&g->spec, &o->spec))
-                continue;
-            if (g->state == o->state)
-                break;
-            atomic_fetch_add(&o->state->refs, 1);
+        const struct mf_guard *o = NULL;
+        for (size_t j = 0; cur && j < cur->nguards && !o; j++)
+            if (cur->guards[j].cls == g->cls &&
+                g->cls->same_registers(&g->spec, &cur->guards[j].spec))
+                o = &cur->guards[j];
+        if (o) {
+            if (g->state != o->state) {
+                atomic_fetch_add(&o->state->refs, 1);
+                mf_guard_state_put(g->state);
+                g->state = o->state;
+            }
+            continue;
+        }
+        /* A table published again: its state stopped watching when the table was retired,
+         * and what the guest did since (under other tables) would pass it by. */
+        if (atomic_load(&g->state->armed)) {
+            struct mf_guard_state *fresh = mf_guard_state_new(g->cls, &g->spec);
+            if (!fresh)
+                return MF_ENOMEM;
             mf_guard_state_put(g->state);
-            g->state = o->state;
-            break;
+            g->state = fresh;
         }
     }
+    return MF_OK;
 }
 
 void mf_guards_arm(struct mf_table *t, const struct mf_backend *dev)
@@ -98,9 +119,10 @@ int mf_guard_access(struct mf_filter *f, struct mf_table *t, const struct mf_gua
     const uint64_t bytefill = mf_fill_value(t->cfg.fill, acc->width);
     res->value = acc->is_write ? 0 : bytefill;
     res->outcome = MF_BLOCKED;
-    /* Registers are 32 bits: a narrower, wider or misaligned access would reach a part of a
-     * register the protocol gives no meaning to, or two registers at once. */
-    if (acc->width != 4 || acc->offset % 4) {
+    /* An access the guard kind gives no meaning to (for the FSP guard: anything but one whole
+     * 32-bit register) would reach a part of a register, or two registers at once. */
+    if (acc->width < g->cls->valid.min_width || acc->width > g->cls->valid.max_width ||
+        (!g->cls->valid.unaligned && acc->offset % acc->width)) {
         snprintf(detail, MF_DETAIL_MAX, "%u-byte access at +%#llx", (unsigned)acc->width,
                  (unsigned long long)(acc->offset % 8));
         return MF_OK;

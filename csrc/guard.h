@@ -21,7 +21,7 @@ struct mf_block {
     uint64_t start, end;
 };
 
-/* One access handed to a guard: always one whole 4-byte register, aligned. The guard performs
+/* One access handed to a guard: one its class declares valid. The guard performs
  * whatever device accesses it decides on through `dev` and says what it did. */
 struct mf_guard_call {
     const struct mf_backend *dev;
@@ -40,6 +40,13 @@ struct mf_guard_call {
 struct mf_guard_class {
     uint8_t kind;
     const char *name;
+    /* The accesses that reach the guard at all, as QEMU's MemoryRegionOps.valid describes
+     * them: widths min_width..max_width bytes, and at a multiple of the width unless
+     * `unaligned`. Any other access is refused before the guard sees it. */
+    struct {
+        uint8_t min_width, max_width;
+        bool unaligned;
+    } valid;
     /* Check the parameters and write the blocks the guard owns; 0, or -1 with a reason. */
     int (*blocks)(const struct mf_guard_spec *spec, struct mf_block *out, size_t *n,
                   char *why, size_t why_len);
@@ -54,8 +61,10 @@ struct mf_guard_class {
     void (*arm)(struct mf_guard_call *call);
 };
 
-const struct mf_guard_class *mf_guard_class_of(uint8_t kind);
+/* The guard kinds, indexed by enum mf_guard_kind (NULL where no kind has that number). */
+extern const struct mf_guard_class *const mf_guard_classes[MF_GUARD_KINDS];
 extern const struct mf_guard_class mf_guard_fsp;
+const struct mf_guard_class *mf_guard_class_of(uint8_t kind);
 
 /* The state one or more tables share: reference-counted, one lock for all its accesses. */
 struct mf_guard_state {
@@ -86,10 +95,13 @@ void mf_guard_state_put(struct mf_guard_state *s);
 int mf_guard_access(struct mf_filter *f, struct mf_table *t, const struct mf_guard *g,
                     const struct mf_access *acc, struct mf_result *res, char *detail);
 
-/* Before publishing `next` in place of `cur`: adopt cur's state for every guard of next on
- * the same registers. After the old table has drained: arm next's remaining new states,
- * letting each look at the device first. */
-void mf_guards_adopt(struct mf_table *next, const struct mf_table *cur);
+/* Before publishing `next` in place of `cur` (NULL for a filter's first table): adopt cur's
+ * state for every guard of next on the same registers, and give every other guard whose state
+ * was armed before (a table published again) a fresh state, since the old one missed what was
+ * done under the tables in between. MF_OK or MF_ENOMEM (next is then unusable: free it).
+ * After the old table has drained: arm next's remaining new states, letting each look at the
+ * device first. */
+int mf_guards_adopt(struct mf_table *next, const struct mf_table *cur);
 void mf_guards_arm(struct mf_table *t, const struct mf_backend *dev);
 
 #endif /* MF_GUARD_H */

@@ -5,7 +5,8 @@
  * queues in the FSP's EMEM and announces with a doorbell; the same mailbox carries the COT
  * message of every boot, so no byte range can be blocked. Facts, from NVIDIA's open driver
  * (open-gpu-kernel-modules: arch/hopper/kern_fsp_gh100.c, fsp_mctp_format.h,
- * fsp_nvdm_format.h, fsp_emem_channels.h, nvdm_payload_cmd_response.h; docs/fsp-guard.md):
+ * fsp_nvdm_format.h, fsp_emem_channels.h, nvdm_payload_cmd_response.h) and NVIDIA's
+ * gpu-admin-tools (FspRpc, gpu/fsp_emem_rpc.py); docs/fsp-guard.md has the sources:
  *
  *   EMEMC(i): OFFS 7:2 and BLK 15:8 (64-dword blocks), so bits 15:2 are a dword address;
  *             AINCW bit 24 and AINCR bit 25 step it by one dword after each EMEMD write/read.
@@ -41,7 +42,8 @@
 
 /* ---- registers, parameters ----------------------------------------------------------- */
 
-static uint64_t span(const struct mf_fsp_params *p) { return 8ull * p->channels; }
+/* Each block holds the registers of all eight ports, queues or message queues. */
+static uint64_t span(void) { return 8ull * MF_FSP_PORTS; }
 
 static int fsp_blocks(const struct mf_guard_spec *spec, struct mf_block *out, size_t *n,
                       char *why, size_t why_len)
@@ -58,20 +60,26 @@ static int fsp_blocks(const struct mf_guard_spec *spec, struct mf_block *out, si
                  p->max_packet, MF_FSP_EMEM_BYTES);
         return -1;
     }
+    /* the channel areas are all the EMEM the guard lets the guest write: they must be EMEM */
+    if ((uint64_t)p->channels * p->max_packet > MF_FSP_EMEM_BYTES) {
+        snprintf(why, why_len, "fsp guard: %u channels of %u bytes exceed the %d-byte EMEM",
+                 p->channels, p->max_packet, MF_FSP_EMEM_BYTES);
+        return -1;
+    }
     const uint64_t base[3] = {p->emem, p->queue, p->msgq};
     for (int i = 0; i < 3; i++) {
-        if (base[i] % 4 || base[i] > UINT64_MAX - span(p)) {
+        if (base[i] % 4 || base[i] > UINT64_MAX - span()) {
             snprintf(why, why_len, "fsp guard: register block at %#llx is misaligned or wraps",
                      (unsigned long long)base[i]);
             return -1;
         }
         for (int j = 0; j < i; j++)
-            if (base[i] < base[j] + span(p) && base[j] < base[i] + span(p)) {
+            if (base[i] < base[j] + span() && base[j] < base[i] + span()) {
                 snprintf(why, why_len, "fsp guard: register blocks at %#llx and %#llx overlap",
                          (unsigned long long)base[j], (unsigned long long)base[i]);
                 return -1;
             }
-        out[i] = (struct mf_block){base[i], base[i] + span(p)};
+        out[i] = (struct mf_block){base[i], base[i] + span()};
     }
     *n = 3;
     return 0;
@@ -80,7 +88,7 @@ static int fsp_blocks(const struct mf_guard_spec *spec, struct mf_block *out, si
 static bool fsp_same_registers(const struct mf_guard_spec *a, const struct mf_guard_spec *b)
 {
     return a->fsp.emem == b->fsp.emem && a->fsp.queue == b->fsp.queue &&
-           a->fsp.msgq == b->fsp.msgq && a->fsp.channels == b->fsp.channels;
+           a->fsp.msgq == b->fsp.msgq;
 }
 
 static void *fsp_state_new(const struct mf_guard_spec *spec)
@@ -99,9 +107,9 @@ static void fsp_state_free(void *s) { free(s); }
 /* Which register an aligned offset inside the guard's blocks is, and its index. */
 static enum reg decode(const struct mf_fsp_params *p, uint64_t off, unsigned *idx)
 {
-    uint64_t base = off - p->emem < span(p)    ? p->emem
-                    : off - p->queue < span(p) ? p->queue
-                                               : p->msgq;
+    uint64_t base = off - p->emem < span()    ? p->emem
+                    : off - p->queue < span() ? p->queue
+                                              : p->msgq;
     *idx = (unsigned)((off - base) / 8);
     bool second = (off - base) % 8 == 4;
     if (base == p->emem)
@@ -111,9 +119,9 @@ static enum reg decode(const struct mf_fsp_params *p, uint64_t off, unsigned *id
     return second ? MTAIL : MHEAD;
 }
 
-/* ---- device and shadow helpers ------------------------------------------------------- */
+/* ---- device, shadow and port helpers ------------------------------------------------- */
 
-bool fsp_dev_rd(struct mf_guard_call *c, uint64_t off, uint32_t *v)
+bool mf_fsp_dev_rd(struct mf_guard_call *c, uint64_t off, uint32_t *v)
 {
     uint64_t x = 0;
     if (mf_dev_read(c->dev, off, 4, &x)) {
@@ -124,7 +132,7 @@ bool fsp_dev_rd(struct mf_guard_call *c, uint64_t off, uint32_t *v)
     return true;
 }
 
-bool fsp_dev_wr(struct mf_guard_call *c, uint64_t off, uint32_t v)
+bool mf_fsp_dev_wr(struct mf_guard_call *c, uint64_t off, uint32_t v)
 {
     if (mf_dev_write(c->dev, off, 4, v)) {
         c->device_error = true;
@@ -133,28 +141,51 @@ bool fsp_dev_wr(struct mf_guard_call *c, uint64_t off, uint32_t v)
     return true;
 }
 
-bool fsp_dword_valid(const struct fsp *s, uint32_t addr)
+/* The shadow's valid bits: one per EMEM dword, set when the guest's write of it passed. */
+bool mf_fsp_dword_valid(const struct fsp *s, uint32_t addr)
 {
     uint32_t d = addr / 4;
     return s->valid[d / 64] >> (d % 64) & 1;
 }
 
-/* Forget what the guest wrote into EMEM [start, start + len): the FSP may write there. */
-void fsp_invalidate(struct fsp *s, uint64_t start, uint64_t len)
+void mf_fsp_set_valid(struct fsp *s, uint32_t addr, bool valid)
 {
-    for (uint64_t a = start & ~3ull; a < start + len && a < MF_FSP_EMEM_BYTES; a += 4) {
-        uint64_t d = a / 4;
+    uint32_t d = addr / 4;
+    if (valid)
+        s->valid[d / 64] |= 1ull << (d % 64);
+    else
         s->valid[d / 64] &= ~(1ull << (d % 64));
-    }
 }
 
-uint32_t fsp_shadow_dword(const struct fsp *s, uint32_t addr)
+/* Forget what the guest wrote into EMEM [start, start + len): the FSP may write there. */
+void mf_fsp_invalidate(struct fsp *s, uint64_t start, uint64_t len)
+{
+    for (uint64_t a = start & ~3ull; a < start + len && a < MF_FSP_EMEM_BYTES; a += 4)
+        mf_fsp_set_valid(s, (uint32_t)a, false);
+}
+
+/* A port as an EMEMC word says it (the address and the auto-increments), and back. */
+struct port mf_fsp_port_of(uint32_t ememc)
+{
+    return (struct port){.addr = ememc & EMEMC_ADDR,
+                         .known = true,
+                         .aincw = ememc & EMEMC_AINCW,
+                         .aincr = ememc & EMEMC_AINCR,
+                         .diverged = false};
+}
+
+uint32_t mf_fsp_ememc_of(const struct port *pt)
+{
+    return pt->addr | (pt->aincw ? EMEMC_AINCW : 0) | (pt->aincr ? EMEMC_AINCR : 0);
+}
+
+uint32_t mf_fsp_shadow_dword(const struct fsp *s, uint32_t addr)
 {
     const uint8_t *b = &s->emem[addr];
     return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
 }
 
-void fsp_step(struct port *pt)
+void mf_fsp_step(struct port *pt)
 {
     /* the carry past bit 15 is not documented: from there on the address is unknown */
     if (pt->addr >= EMEM_LAST_DWORD)
@@ -163,24 +194,24 @@ void fsp_step(struct port *pt)
         pt->addr += 4;
 }
 
-void fsp_pass_read(struct mf_guard_call *c)
+void mf_fsp_pass_read(struct mf_guard_call *c)
 {
     uint32_t v;
-    if (fsp_dev_rd(c, c->offset, &v)) {
+    if (mf_fsp_dev_rd(c, c->offset, &v)) {
         c->outcome = MF_PASS;
         c->result = v;
     }
 }
 
-void fsp_pass_write(struct mf_guard_call *c)
+void mf_fsp_pass_write(struct mf_guard_call *c)
 {
-    if (fsp_dev_wr(c, c->offset, c->value)) {
+    if (mf_fsp_dev_wr(c, c->offset, c->value)) {
         c->outcome = MF_PASS;
         c->result = c->value;
     }
 }
 
-void fsp_emulate(struct mf_guard_call *c, uint32_t v)
+void mf_fsp_emulate(struct mf_guard_call *c, uint32_t v)
 {
     c->outcome = MF_EMULATED;
     c->result = v;
@@ -189,25 +220,25 @@ void fsp_emulate(struct mf_guard_call *c, uint32_t v)
 
 /* Is queue `q` free of a packet the FSP has not taken? Unknown queues (a fresh state) are
  * read from the device: HEAD != TAIL there is a packet someone queued before us. */
-bool fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
+bool mf_fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
 {
     struct chan *ch = &s->chan[q];
     const struct mf_fsp_params *p = &c->spec->fsp;
     if (ch->flight == FL_IDLE)
         return true;
     uint32_t head, tail;
-    if (!fsp_dev_rd(c, p->queue + 8ull * q, &head))
+    if (!mf_fsp_dev_rd(c, p->queue + 8ull * q, &head))
         return false;
     if (ch->flight == FL_BUSY) {
         if (head != ch->tail)
             return false;
     } else {
-        if (!fsp_dev_rd(c, p->queue + 8ull * q + 4, &tail))
+        if (!mf_fsp_dev_rd(c, p->queue + 8ull * q + 4, &tail))
             return false;
         if (head != tail) {
             /* someone queued a packet before this state existed; if we cannot place it,
              * all of EMEM is off limits until the FSP has taken it */
-            fsp_set_flight(s, q, FL_BUSY);
+            mf_fsp_set_flight(s, q, FL_BUSY);
             ch->whole = !(head % 4 == 0 && tail % 4 == 0 && head <= tail &&
                           tail <= EMEM_LAST_DWORD);
             ch->head = head;
@@ -219,16 +250,16 @@ bool fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
             return false;
         }
     }
-    fsp_set_flight(s, q, FL_IDLE);
+    mf_fsp_set_flight(s, q, FL_IDLE);
     return true;
 }
 
 /* Would writing the EMEM dword at `addr` change a packet the FSP may be reading? */
-bool fsp_in_flight_at(struct mf_guard_call *c, struct fsp *s, uint32_t addr)
+bool mf_fsp_in_flight_at(struct mf_guard_call *c, struct fsp *s, uint32_t addr)
 {
-    for (unsigned q = 0; s->unsettled >> q && q < c->spec->fsp.channels; q++) {
+    for (unsigned q = 0; s->unsettled >> q && q < MF_FSP_PORTS; q++) {
         struct chan *ch = &s->chan[q];
-        if (!(s->unsettled >> q & 1) || fsp_queue_idle(c, s, q))
+        if (!(s->unsettled >> q & 1) || mf_fsp_queue_idle(c, s, q))
             continue;
         if (ch->whole || (addr >= ch->head && addr <= ch->tail))
             return true;
@@ -236,7 +267,7 @@ bool fsp_in_flight_at(struct mf_guard_call *c, struct fsp *s, uint32_t addr)
     return false;
 }
 
-void fsp_set_flight(struct fsp *s, unsigned q, uint8_t flight)
+void mf_fsp_set_flight(struct fsp *s, unsigned q, uint8_t flight)
 {
     s->chan[q].flight = flight;
     if (flight == FL_IDLE)
@@ -251,22 +282,22 @@ static void fsp_access(struct mf_guard_call *c)
     unsigned i;
     switch (decode(&c->spec->fsp, c->offset, &i)) {
     case EMEMC:
-        fsp_ememc(c, s, i);
+        mf_fsp_ememc(c, s, i);
         break;
     case EMEMD:
-        fsp_ememd(c, s, i);
+        mf_fsp_ememd(c, s, i);
         break;
     case QHEAD:
-        fsp_queue_reg(c, s, i, false);
+        mf_fsp_queue_reg(c, s, i, false);
         break;
     case QTAIL:
-        fsp_queue_reg(c, s, i, true);
+        mf_fsp_queue_reg(c, s, i, true);
         break;
     case MHEAD:
-        fsp_msgq_reg(c, s, i, false);
+        mf_fsp_msgq_reg(c, s, i, false);
         break;
     case MTAIL:
-        fsp_msgq_reg(c, s, i, true);
+        mf_fsp_msgq_reg(c, s, i, true);
         break;
     }
 }
@@ -279,19 +310,18 @@ static void fsp_arm(struct mf_guard_call *c)
 {
     struct fsp *s = c->state;
     const struct mf_fsp_params *p = &c->spec->fsp;
-    for (unsigned q = 0; q < p->channels; q++) {
+    for (unsigned q = 0; q < MF_FSP_PORTS; q++) {
         struct chan *ch = &s->chan[q];
-        if (fsp_queue_idle(c, s, q) || ch->whole)
+        if (mf_fsp_queue_idle(c, s, q) || ch->whole)
             continue;
         uint64_t ememc = p->emem + 8ull * q;
         uint32_t saved, mctp;
-        if (!fsp_dev_rd(c, ememc, &saved))
+        if (!mf_fsp_dev_rd(c, ememc, &saved))
             continue;
-        bool read = fsp_dev_wr(c, ememc, ch->head) && fsp_dev_rd(c, ememc + 4, &mctp);
-        if (!fsp_dev_wr(c, ememc, saved))
+        bool read = mf_fsp_dev_wr(c, ememc, ch->head) && mf_fsp_dev_rd(c, ememc + 4, &mctp);
+        if (!mf_fsp_dev_wr(c, ememc, saved))
             continue; /* the port's address is unknown to us, as in any fresh state */
-        s->port[q] = (struct port){saved & EMEMC_ADDR, true, saved & EMEMC_AINCW,
-                                   saved & EMEMC_AINCR, false};
+        s->port[q] = mf_fsp_port_of(saved);
         if (read && !(mctp & MCTP_EOM))
             ch->owed = OWED_NONE; /* the message goes on: its continuations are refused */
     }
@@ -300,6 +330,9 @@ static void fsp_arm(struct mf_guard_call *c)
 const struct mf_guard_class mf_guard_fsp = {
     .kind = MF_GUARD_FSP,
     .name = "fsp",
+    /* 32-bit registers: a narrower, wider or misaligned access has no meaning in the
+     * protocol (dev_fsp_pri.h: every NV_PFSP mailbox register is 32 bits) */
+    .valid = {.min_width = 4, .max_width = 4, .unaligned = false},
     .blocks = fsp_blocks,
     .same_registers = fsp_same_registers,
     .state_new = fsp_state_new,

@@ -4,6 +4,32 @@
  * guard_fsp.c holds the guard kind (registers, state, dispatch, arming) and the helpers;
  * guard_fsp_emem.c the EMEM ports and the shadow they write; guard_fsp_queue.c the command
  * queues, their doorbell and the replies. docs/fsp-guard.md describes what they decide.
+ * Every function here is internal (mf_fsp_ prefix): `nm` of the library shows only mf_ names.
+ *
+ * State transitions of one queue q (channel q: EMEM [q * max_packet, (q + 1) * max_packet)):
+ *
+ *   what                                  | flight          | owed            | msg
+ *   --------------------------------------+-----------------+-----------------+--------------
+ *   fresh state                           | UNKNOWN         | NONE            | NONE
+ *   device HEAD != TAIL (first look)      | BUSY (+whole if | DUE             | -
+ *                                         |  unplaceable)   |                 |
+ *   device HEAD == TAIL, or HEAD read     | IDLE            | -               | -
+ *     back equal to the tail passed       |                 |                 |
+ *   QUEUE_TAIL write while IDLE           | - (tail held)   | -               | -
+ *   doorbell passed, packet without EOM   | BUSY            | -               | OPEN
+ *   doorbell passed, packet with EOM      | BUSY            | DUE             | NONE
+ *   doorbell refused at the packet check  | -               | -               | REFUSING (no
+ *                                         |                 |                 |  EOM) / NONE
+ *   doorbell whose device write failed    | UNKNOWN         | DUE if EOM      | as passed
+ *   MSGQ seen non-empty while DUE         | -               | PUBLISHED       | -
+ *   MSGQ write emptying it, PUBLISHED     | -               | NONE (channel   | -
+ *                                         |                 |  shadow dropped)|
+ *   refused packet with EOM / unreadable  | emulated reply waits in MSGQ until a MSGQ write
+ *                                         | leaves its HEAD equal to its TAIL
+ *
+ * A port i: `known` once an EMEMC write passes or an EMEMC read is seen; unknown after a
+ * failed EMEMD access, or a step past the last dword; `diverged` from the device once it read
+ * an emulated reply, until its next EMEMC write.
  */
 #ifndef MF_GUARD_FSP_H
 #define MF_GUARD_FSP_H
@@ -45,12 +71,12 @@ struct chan {
     uint8_t flight;
     uint32_t head, tail; /* FL_BUSY: the FSP may be reading EMEM [head, tail + 4) */
     bool whole;          /* FL_BUSY with a packet we could not place: all of EMEM */
-    bool held;
+    bool held;           /* a QUEUE_TAIL write is held until the doorbell */
     uint32_t held_tail;
-    uint8_t msg, msg_type, next_seq;
+    uint8_t msg, msg_type, msg_sub, next_seq; /* msg_sub: a PRC message's sub-message */
     uint32_t last_head; /* the channel of the last packet passed: where the FSP replies */
-    uint8_t owed;       /* OWED_*: the reply to a message that ended (EOM passed) */
-    uint8_t mq_seen_mask;  /* MSGQ HEAD (bit 0) and TAIL (bit 1) read since the reply fell due */
+    uint8_t owed;         /* OWED_*: the reply to a message that ended (EOM passed) */
+    uint8_t mq_seen_mask; /* MSGQ HEAD (bit 0) and TAIL (bit 1) read since the reply fell due */
     uint32_t mq_seen[2];
     bool reply; /* an emulated refusal is waiting in MSGQ */
     uint32_t reply_at, mq_head, mq_tail;
@@ -58,8 +84,8 @@ struct chan {
 };
 
 struct fsp {
-    struct port port[MF_FSP_MAX_CHANNELS];
-    struct chan chan[MF_FSP_MAX_CHANNELS];
+    struct port port[MF_FSP_PORTS];
+    struct chan chan[MF_FSP_PORTS];
     uint8_t emem[MF_FSP_EMEM_BYTES];
     uint64_t valid[MF_FSP_EMEM_BYTES / 4 / 64]; /* one bit per dword the guest wrote */
     uint8_t unsettled; /* bit q: queue q is not known to be idle (the fast path's question) */
@@ -68,23 +94,32 @@ struct fsp {
 /* The reason an event gives for a refusal or an emulation. */
 #define DETAIL(c, ...) snprintf((c)->detail, MF_DETAIL_MAX, __VA_ARGS__)
 
-/* guard_fsp.c: device access, the shadow, queue state */
-bool fsp_dev_rd(struct mf_guard_call *c, uint64_t off, uint32_t *v);
-bool fsp_dev_wr(struct mf_guard_call *c, uint64_t off, uint32_t v);
-bool fsp_dword_valid(const struct fsp *s, uint32_t addr);
-void fsp_invalidate(struct fsp *s, uint64_t start, uint64_t len);
-uint32_t fsp_shadow_dword(const struct fsp *s, uint32_t addr);
-void fsp_step(struct port *pt);
-void fsp_pass_read(struct mf_guard_call *c);
-void fsp_pass_write(struct mf_guard_call *c);
-void fsp_emulate(struct mf_guard_call *c, uint32_t v);
-bool fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q);
-bool fsp_in_flight_at(struct mf_guard_call *c, struct fsp *s, uint32_t addr);
-void fsp_set_flight(struct fsp *s, unsigned q, uint8_t flight);
+/* The base of channel q in EMEM: where every public driver queues its packets. */
+static inline uint32_t mf_fsp_channel_base(const struct mf_fsp_params *p, unsigned q)
+{
+    return q * p->max_packet;
+}
+
+/* guard_fsp.c: device access, the shadow, ports, queue state */
+bool mf_fsp_dev_rd(struct mf_guard_call *c, uint64_t off, uint32_t *v);
+bool mf_fsp_dev_wr(struct mf_guard_call *c, uint64_t off, uint32_t v);
+bool mf_fsp_dword_valid(const struct fsp *s, uint32_t addr);
+void mf_fsp_set_valid(struct fsp *s, uint32_t addr, bool valid);
+void mf_fsp_invalidate(struct fsp *s, uint64_t start, uint64_t len);
+uint32_t mf_fsp_shadow_dword(const struct fsp *s, uint32_t addr);
+struct port mf_fsp_port_of(uint32_t ememc);
+uint32_t mf_fsp_ememc_of(const struct port *pt);
+void mf_fsp_step(struct port *pt);
+void mf_fsp_pass_read(struct mf_guard_call *c);
+void mf_fsp_pass_write(struct mf_guard_call *c);
+void mf_fsp_emulate(struct mf_guard_call *c, uint32_t v);
+bool mf_fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q);
+bool mf_fsp_in_flight_at(struct mf_guard_call *c, struct fsp *s, uint32_t addr);
+void mf_fsp_set_flight(struct fsp *s, unsigned q, uint8_t flight);
 /* guard_fsp_emem.c, guard_fsp_queue.c: one register each, under the guard's lock */
-void fsp_ememc(struct mf_guard_call *c, struct fsp *s, unsigned i);
-void fsp_ememd(struct mf_guard_call *c, struct fsp *s, unsigned i);
-void fsp_queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail);
-void fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail);
+void mf_fsp_ememc(struct mf_guard_call *c, struct fsp *s, unsigned i);
+void mf_fsp_ememd(struct mf_guard_call *c, struct fsp *s, unsigned i);
+void mf_fsp_queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail);
+void mf_fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail);
 
 #endif /* MF_GUARD_FSP_H */

@@ -8,9 +8,15 @@
 
 /* ---- the command queue and its doorbell ---------------------------------------------- */
 
-static bool denied(const struct mf_fsp_params *p, uint8_t type)
+static bool bit(const uint8_t map[32], uint8_t n)
 {
-    return p->deny[type / 8] >> (type % 8) & 1;
+    return map[n / 8] >> (n % 8) & 1;
+}
+
+/* Is a message of this type (and, for PRC, this sub-message) refused under the policy? */
+static bool denied(const struct mf_fsp_params *p, uint8_t type, uint8_t sub)
+{
+    return bit(p->deny, type) || (type == MF_FSP_NVDM_PRC && bit(p->prc_deny, sub));
 }
 
 /* Queue the answer a real FSP gives to a message type it does not support. */
@@ -42,16 +48,16 @@ static bool check_packet(struct mf_guard_call *c, struct fsp *s, struct chan *ch
     *type = 0;
     *reply = true;
     for (uint32_t a = head; a <= tail; a += 4)
-        if (!fsp_dword_valid(s, a)) {
+        if (!mf_fsp_dword_valid(s, a)) {
             DETAIL(c, "packet dword %#x not written", a);
             ch->msg = MSG_NONE;
             return false;
         }
-    uint32_t mctp = fsp_shadow_dword(s, head);
+    uint32_t mctp = mf_fsp_shadow_dword(s, head);
     bool som = mctp & MCTP_SOM, eom = mctp & MCTP_EOM;
     *reply = eom;
     if (som) {
-        uint32_t hdr = fsp_shadow_dword(s, head + 4);
+        uint32_t hdr = mf_fsp_shadow_dword(s, head + 4);
         *type = (uint8_t)(hdr >> 24);
         if ((hdr & 0x7F) != MSG_TYPE_VENDOR_PCI || (hdr >> 8 & 0xFFFF) != MSG_VENDOR_NV) {
             DETAIL(c, "doorbell: bad message header %#x", hdr);
@@ -59,20 +65,44 @@ static bool check_packet(struct mf_guard_call *c, struct fsp *s, struct chan *ch
             ch->msg = MSG_NONE;
             return false;
         }
-        if (denied(p, *type)) {
+        uint8_t sub = 0;
+        if (*type == MF_FSP_NVDM_PRC && !bit(p->deny, *type)) {
+            /* PRC carries NVLink isolation and persistent settings (gpu-admin-tools
+             * FspRpc.prc_*): its sub-message is packet byte 8, its scope byte 9 */
+            if (tail - head < 8) {
+                DETAIL(c, "prc without its sub-message refused");
+                ch->msg = eom ? MSG_NONE : MSG_REFUSING;
+                ch->msg_type = *type;
+                ch->msg_sub = 0;
+                return false;
+            }
+            uint32_t word = mf_fsp_shadow_dword(s, head + 8);
+            sub = (uint8_t)word;
+            if (bit(p->prc_deny, sub)) {
+                DETAIL(c, "prc 0x%02x (scope 0x%x) refused", sub, (unsigned)(word >> 8 & 0xFF));
+                ch->msg = eom ? MSG_NONE : MSG_REFUSING;
+                ch->msg_type = *type;
+                ch->msg_sub = sub;
+                return false;
+            }
+        }
+        if (denied(p, *type, sub)) {
             DETAIL(c, "nvdm 0x%02x refused", *type);
             ch->msg = eom ? MSG_NONE : MSG_REFUSING;
             ch->msg_type = *type;
+            ch->msg_sub = sub;
             return false;
         }
         ch->msg = eom ? MSG_NONE : MSG_OPEN;
         ch->msg_type = *type;
+        ch->msg_sub = sub;
         ch->next_seq = (uint8_t)((MCTP_SEQ(mctp) + 1) & 3);
         return true;
     }
     /* A continuation carries no type: it belongs to the message whose first packet we saw. */
     *type = ch->msg_type;
-    if (ch->msg == MSG_OPEN && MCTP_SEQ(mctp) == ch->next_seq && !denied(p, ch->msg_type)) {
+    if (ch->msg == MSG_OPEN && MCTP_SEQ(mctp) == ch->next_seq &&
+        !denied(p, ch->msg_type, ch->msg_sub)) {
         ch->msg = eom ? MSG_NONE : MSG_OPEN;
         ch->next_seq = (uint8_t)((ch->next_seq + 1) & 3);
         return true;
@@ -92,7 +122,7 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     const struct mf_fsp_params *p = &c->spec->fsp;
     struct chan *ch = &s->chan[q];
     uint32_t head = c->value;
-    if (!fsp_queue_idle(c, s, q)) {
+    if (!mf_fsp_queue_idle(c, s, q)) {
         DETAIL(c, "doorbell %u: previous packet not taken", q);
         return;
     }
@@ -102,9 +132,16 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     }
     uint32_t tail = ch->held_tail;
     ch->held = false; /* whatever happens, this tail has been used */
+    /* Every public driver queues at its channel's base (OGKM kfspSendPacket_GH100: HEAD = 0;
+     * nouveau gh100_fsp_send; gpu-admin-tools: channel N at N * 1024), and an FSP that reads
+     * from the base would take bytes the guard never checked: any other head is refused. */
+    const uint32_t base = mf_fsp_channel_base(p, q);
+    if (head != base) {
+        DETAIL(c, "doorbell %u: head %#x off base", q, head);
+        return;
+    }
     /* head <= tail is checked before any subtraction: both are the guest's 32-bit values */
-    if (head % 4 || tail % 4 || tail > EMEM_LAST_DWORD || head > tail || tail - head < 4 ||
-        tail - head + 4 > p->max_packet) {
+    if (tail % 4 || tail < head || tail - head < 4 || tail - head > p->max_packet - 4) {
         DETAIL(c, "bad packet bounds %#x..%#x", head, tail + 4);
         return;
     }
@@ -117,7 +154,7 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     /* The FSP writes a reply into the channel of the message it answers. Channels of different
      * queues must therefore not overlap where a packet waits or a reply is due: else one
      * queue's reply could rewrite another queue's packet after the guard checked it. */
-    for (unsigned o = 0; o < p->channels; o++) {
+    for (unsigned o = 0; o < MF_FSP_PORTS; o++) {
         const struct chan *oc = &s->chan[o];
         if (oc->owed && head < (uint64_t)oc->last_head + p->max_packet &&
             oc->last_head < (uint64_t)tail + 4) {
@@ -126,7 +163,7 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
         }
         if (o == q)
             continue;
-        if (!fsp_queue_idle(c, s, o) &&
+        if (!mf_fsp_queue_idle(c, s, o) &&
             (oc->whole || (head < (uint64_t)oc->tail + 4 &&
                            oc->head < (uint64_t)head + p->max_packet))) {
             DETAIL(c, "reply area over queue %u's packet", o);
@@ -136,7 +173,7 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     if (c->device_error)
         return;
     uint32_t mh, mt;
-    if (!fsp_dev_rd(c, p->msgq + 8ull * q, &mh) || !fsp_dev_rd(c, p->msgq + 8ull * q + 4, &mt))
+    if (!mf_fsp_dev_rd(c, p->msgq + 8ull * q, &mh) || !mf_fsp_dev_rd(c, p->msgq + 8ull * q + 4, &mt))
         return;
     if (mh != mt || ch->reply) {
         DETAIL(c, "doorbell %u: a reply is still waiting", q);
@@ -156,56 +193,64 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
         ch->owed = OWED_DUE;
         ch->mq_seen_mask = 0;
     }
-    fsp_invalidate(s, head, p->max_packet);
+    mf_fsp_invalidate(s, head, p->max_packet);
     /* The order the driver uses: the FSP is interrupted by the head write. */
-    if (!fsp_dev_wr(c, p->queue + 8ull * q + 4, tail) || !fsp_dev_wr(c, c->offset, head)) {
-        fsp_set_flight(s, q, FL_UNKNOWN); /* the device's HEAD and TAIL will say */
+    if (!mf_fsp_dev_wr(c, p->queue + 8ull * q + 4, tail) || !mf_fsp_dev_wr(c, c->offset, head)) {
+        mf_fsp_set_flight(s, q, FL_UNKNOWN); /* the device's HEAD and TAIL will say */
         return;
     }
     c->outcome = MF_PASS;
     c->result = head;
-    fsp_set_flight(s, q, FL_BUSY);
+    mf_fsp_set_flight(s, q, FL_BUSY);
     ch->whole = false;
     ch->head = head;
     ch->tail = tail;
 }
 
-void fsp_queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail)
+void mf_fsp_queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail)
 {
     struct chan *ch = &s->chan[q];
+    if (c->is_write && q >= c->spec->fsp.channels) {
+        DETAIL(c, "QUEUE_%s(%u): queue closed", is_tail ? "TAIL" : "HEAD", q);
+        return;
+    }
     if (!c->is_write) {
         if (is_tail && ch->held) {
-            fsp_emulate(c, ch->held_tail);
+            mf_fsp_emulate(c, ch->held_tail);
             return;
         }
-        fsp_pass_read(c);
+        mf_fsp_pass_read(c);
         if (c->outcome == MF_PASS && !is_tail && ch->flight == FL_BUSY && c->result == ch->tail)
-            fsp_set_flight(s, q, FL_IDLE);
+            mf_fsp_set_flight(s, q, FL_IDLE);
         return;
     }
     if (!is_tail) {
         doorbell(c, s, q);
         return;
     }
-    if (!fsp_queue_idle(c, s, q)) {
+    if (!mf_fsp_queue_idle(c, s, q)) {
         DETAIL(c, "QUEUE_TAIL(%u): packet in flight", q);
         return;
     }
     ch->held = true;
     ch->held_tail = c->value;
-    fsp_emulate(c, 0); /* held: reaches the device just before a doorbell that passes */
+    mf_fsp_emulate(c, 0); /* held: reaches the device just before a doorbell that passes */
     DETAIL(c, "tail held until the doorbell");
 }
 
 /* ---- the message queue --------------------------------------------------------------- */
 
-void fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail)
+void mf_fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail)
 {
     const struct mf_fsp_params *p = &c->spec->fsp;
     struct chan *ch = &s->chan[q];
+    if (c->is_write && q >= p->channels) {
+        DETAIL(c, "MSGQ_%s(%u): queue closed", is_tail ? "TAIL" : "HEAD", q);
+        return;
+    }
     if (!ch->reply) {
         if (!c->is_write) {
-            fsp_pass_read(c);
+            mf_fsp_pass_read(c);
             /* the guest looks for its reply (it reads HEAD and TAIL): once both have been seen
              * since the reply fell due, and differ, the reply is published */
             if (c->outcome == MF_PASS && ch->owed == OWED_DUE) {
@@ -221,7 +266,7 @@ void fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_ta
          * means the FSP published; and a driver that consumes without polling is told by the
          * device whether the reply is there. */
         uint32_t mh, mt;
-        if (!fsp_dev_rd(c, p->msgq + 8ull * q, &mh) || !fsp_dev_rd(c, p->msgq + 8ull * q + 4, &mt))
+        if (!mf_fsp_dev_rd(c, p->msgq + 8ull * q, &mh) || !mf_fsp_dev_rd(c, p->msgq + 8ull * q + 4, &mt))
             return;
         if (c->value != (is_tail ? mh : mt)) {
             DETAIL(c, "MSGQ_%s(%u) would queue a reply", is_tail ? "TAIL" : "HEAD", q);
@@ -229,28 +274,30 @@ void fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_ta
         }
         if (ch->owed == OWED_DUE && mh != mt)
             ch->owed = OWED_PUBLISHED;
-        fsp_pass_write(c);
+        mf_fsp_pass_write(c);
         if (c->outcome != MF_PASS)
             return;
         if (ch->owed == OWED_PUBLISHED) {
             /* consumed: the FSP has written its channel since we shadowed it */
             ch->owed = OWED_NONE;
-            fsp_invalidate(s, ch->last_head, p->max_packet);
+            mf_fsp_invalidate(s, ch->last_head, p->max_packet);
         }
         return;
     }
     DETAIL(c, "refusal reply");
     if (!c->is_write) {
-        fsp_emulate(c, is_tail ? ch->mq_tail : ch->mq_head);
+        mf_fsp_emulate(c, is_tail ? ch->mq_tail : ch->mq_head);
         return;
     }
     if (is_tail)
         ch->mq_tail = c->value;
     else
         ch->mq_head = c->value;
-    /* the driver writes TAIL = HEAD, then HEAD: the head write ends the reply, so that it
-     * does not reach the device's MSGQ */
-    if (!is_tail && ch->mq_head == ch->mq_tail)
+    /* A write that leaves MSGQ empty consumes the reply: the open driver writes TAIL = HEAD
+     * then HEAD (kfspReadPacket_GH100), gpu-admin-tools TAIL = HEAD alone
+     * (FspEmemRpc.receive_data). The open driver's HEAD write then meets the device's MSGQ,
+     * which it leaves empty. */
+    if (ch->mq_head == ch->mq_tail)
         ch->reply = false; /* it lived in the guard only: EMEM is as the shadow says */
-    fsp_emulate(c, 0);
+    mf_fsp_emulate(c, 0);
 }

@@ -100,7 +100,7 @@ enum mf_unaligned_mode { MF_UNALIGNED_ALLOW = 0, MF_UNALIGNED_DENY = 1 };
 #define MF_NAME_MAX 64 /* rule names are at most 63 bytes and a NUL */
 #define MF_NO_RULE UINT32_MAX
 
-/* ---- guards (contract §2): stateful rules for protocols carried over MMIO -------------
+/* ---- guards (docs/fsp-guard.md): stateful rules for protocols carried over MMIO --------
  *
  * A guard rule (action MF_GUARD) names a guard kind and its parameters. It owns a fixed set of
  * 4-byte registers derived from the parameters; every access to one of them goes, in order and
@@ -111,30 +111,46 @@ enum mf_unaligned_mode { MF_UNALIGNED_ALLOW = 0, MF_UNALIGNED_DENY = 1 };
  * table; mf_filter_update() hands it to the next table when that table has a guard of the same
  * kind on the same registers (its parameters may differ), so a policy swap neither forgets a
  * message in flight nor lets two states disagree. A guard new to a filter refuses every access
- * until the swap that introduced it has drained the old table.
+ * until the swap that introduced it has drained the old table. A table published again (one a
+ * previous mf_filter_update() handed back) is such a guard too: its old state missed what was
+ * done under the tables in between, so it gets a fresh one.
  *
  * The rule's start and size must be the span of the guard's registers (lowest register to the
  * end of the highest); the bytes between register blocks are not the guard's.
  */
 enum mf_guard_kind { MF_GUARD_FSP = 1 };
+#define MF_GUARD_KINDS 2 /* one more than the highest kind */
 
+#define MF_FSP_PORTS 8          /* EMEM ports, command queues, message queues: all 8 guarded */
 #define MF_FSP_MAX_CHANNELS 8
 #define MF_FSP_EMEM_BYTES 65536 /* EMEMC bits 15:0 address EMEM bytes */
+#define MF_FSP_NVDM_PRC 19      /* 0x13: PRC, decided on its sub-message (packet byte 8) */
 
 /* NVIDIA FSP mailbox (GH100; docs/fsp-guard.md). Registers, as BAR offsets:
  * EMEMC(i) = emem + 8i, EMEMD(i) = emem + 8i + 4, QUEUE_HEAD(i) = queue + 8i,
  * QUEUE_TAIL(i) = queue + 8i + 4, MSGQ_HEAD(i) = msgq + 8i, MSGQ_TAIL(i) = msgq + 8i + 4, for
- * i < channels. The three blocks must not overlap. */
+ * i < MF_FSP_PORTS: the guard owns all eight of each (all eight ports write the same EMEM),
+ * whatever `channels` says. The three blocks must not overlap. Channel q is EMEM
+ * [q * max_packet, (q + 1) * max_packet); a packet starts at its channel's base. Queues
+ * q >= channels are closed (their writes are refused), and EMEM writes outside the channel
+ * areas [0, channels * max_packet) are refused. */
 struct mf_fsp_params {
     uint64_t emem, queue, msgq;
-    uint32_t channels;   /* 1..MF_FSP_MAX_CHANNELS */
-    uint32_t max_packet; /* channel bytes, a multiple of 4 in 20..MF_FSP_EMEM_BYTES (GH100: 1024) */
-    uint8_t deny[32];    /* bitmap of refused NVDM types: bit t % 8 of byte t / 8 */
+    uint32_t channels;   /* 1..MF_FSP_MAX_CHANNELS: queues the guest may use */
+    uint32_t max_packet; /* channel bytes, a multiple of 4 in 20..MF_FSP_EMEM_BYTES, with
+                          * channels * max_packet <= MF_FSP_EMEM_BYTES (GH100: 1024) */
+    uint8_t deny[32];     /* refused NVDM types: bit t % 8 of byte t / 8 */
+    uint8_t prc_deny[32]; /* refused PRC sub-messages (MF_FSP_NVDM_PRC), by packet byte 8 */
 };
 
+/* A guard's kind and its parameters: a tagged union, so that a new kind adds a member and
+ * leaves the size and layout of the struct as they are. */
 struct mf_guard_spec {
-    uint8_t kind; /* enum mf_guard_kind */
-    struct mf_fsp_params fsp;
+    uint8_t kind; /* enum mf_guard_kind: which member of the union holds */
+    union {
+        struct mf_fsp_params fsp;
+        uint64_t reserved[32]; /* the union's size: 256 bytes whatever the kinds */
+    };
 };
 
 struct mf_rule {

@@ -2,19 +2,24 @@
  * guard_fuzz.c - libFuzzer harness for the FSP mailbox guard (build: see fuzz/README.md).
  *
  * The input is decoded into a mailbox layout (GH100's register offsets rebased into a 64 KiB
- * BAR, or a variant), a guard policy (channels, max_packet, denied NVDM types), an FSP model
- * (when it takes packets, whether and when it replies) and a sequence of operations: raw guest
+ * BAR, or a variant), a guard policy (channels, max_packet, denied NVDM types and PRC
+ * sub-messages), an FSP model (its EMEM size, when it takes packets, whether and when it
+ * replies) and a sequence of operations: raw guest
  * accesses to the mailbox registers (any width, sometimes misaligned, values drawn from the
  * protocol's interesting ones), the driver's whole send and receive sequences, the FSP taking
- * packets and replying (at once or later), policy swaps, filter restarts and device faults.
- * Every access goes through mf_access() over a callback backend: a simulated FSP written here
- * from docs/fsp-guard.md and mmiofilter/simulated/fsp.py (SimFsp), sharing no code with the
- * guard. The FSP checks what it receives, and the harness aborts with a message naming the
- * broken property:
+ * packets and replying (at once or later), policy swaps, a retired table published again,
+ * filter restarts and device faults. Every access goes through mf_access() over a callback
+ * backend: a simulated FSP written here from docs/fsp-guard.md and mmiofilter/simulated/fsp.py
+ * (SimFsp), sharing no code with the guard, modelling what the hardware is documented to do:
+ * eight ports on one EMEM that wraps at its size, eight queues, a packet read from its
+ * channel's base (channel q at q * max_packet, the admin's fact), a reply written there. The FSP
+ * checks what it receives, and the harness aborts with a message naming the broken property:
  *
  *   security   the FSP never takes a first packet whose NVDM type is denied by the policy in
  *              force when its doorbell passed, nor a continuation of (or a whole) message of a
- *              denied type; it never sees an access to its registers that is not one aligned
+ *              denied type, nor a PRC message whose sub-message (byte 8) is denied or missing
+ *              from its first packet; no doorbell reaches it with a head off the channel's
+ *              base; it never sees an access to its registers that is not one aligned
  *              32-bit access; a QUEUE_TAIL write reaches it only immediately before the
  *              QUEUE_HEAD write (the doorbell) of the same queue; a doorbell never reaches it
  *              twice for one packet, nor with bounds the guard must refuse.
@@ -56,6 +61,7 @@
 #define MSG_BASE (0x7Eu | 0x10DEu << 8)
 #define MSG_HDR(t) (MSG_BASE | (uint32_t)(t) << 24)
 #define NVDM_FIRMWARE_UPDATE 0x12
+#define NVDM_PRC 0x13
 #define NVDM_COT 0x14
 #define NVDM_RESPONSE 0x15
 
@@ -98,17 +104,21 @@ static bool denied(const uint8_t *deny, uint8_t type) { return deny[type / 8] >>
 /* ---- the simulated FSP ----------------------------------------------------------------- */
 
 struct fsp {
+    uint32_t emem_size; /* a port's address wraps here (a power of two) */
+    uint32_t chan_bytes; /* channel q is EMEM [q * chan_bytes, (q + 1) * chan_bytes) */
     uint8_t emem[EMEM_BYTES];
     uint8_t by_guest[EMEM_BYTES / 4]; /* 1: the dword was last written through EMEMD */
     uint32_t ememc[MAX_CH], qhead[MAX_CH], qtail[MAX_CH], mhead[MAX_CH], mtail[MAX_CH];
-    /* a doorbell the FSP has not taken yet, with what EMEM and the policy were at it */
+    /* a doorbell the FSP has not taken yet, with what EMEM and the policy were at it; the
+     * packet is EMEM [db_head, db_tail + 4), db_head its channel's base */
     bool pending[MAX_CH];
+    bool db_unguarded[MAX_CH]; /* rung while no guard was in force: nothing to check */
     uint32_t db_head[MAX_CH], db_tail[MAX_CH];
-    uint8_t db_deny[MAX_CH][32];
+    uint8_t db_deny[MAX_CH][32], db_prc[MAX_CH][32];
     uint8_t snap[MAX_CH][EMEM_BYTES];
     /* reassembly and replies */
     bool partial[MAX_CH];
-    uint8_t partial_type[MAX_CH];
+    uint8_t partial_type[MAX_CH], partial_sub[MAX_CH];
     bool owe[MAX_CH]; /* a message ended: a reply is due at owe_at */
     uint32_t owe_at[MAX_CH];
     uint8_t owe_type[MAX_CH];
@@ -123,7 +133,15 @@ struct world {
     bool allow_fw, auto_take, late_reply, respond;
     /* the policy in force */
     uint32_t max_packet;
-    uint8_t deny[32];
+    uint8_t deny[32], prc[32];
+    /* no guard in force (a table without it: the admin's choice, nothing is checked); a
+     * doorbell rang then (a packet no guard would pass, such as a continuation of no message,
+     * may have reached the FSP, which a later guard takes for one whose reply will come) */
+    bool unguarded, unguarded_rang;
+    /* a table an update handed back, kept to publish again, and its policy */
+    struct mf_table *retired;
+    uint8_t retired_deny[32], retired_prc[32];
+    bool retired_unguarded;
     struct mf_config cfg;
     struct mf_guard_spec spec;
     struct mf_rule rules[3];
@@ -146,7 +164,7 @@ struct world {
 static int reg_of(const struct world *w, uint64_t off, unsigned *ch)
 {
     for (int b = 0; b < 3; b++) {
-        if (off >= w->base[b] && off - w->base[b] < 8ull * w->channels) {
+        if (off >= w->base[b] && off - w->base[b] < 8ull * MAX_CH) {
             *ch = (unsigned)((off - w->base[b]) / 8);
             return 2 * b + ((off - w->base[b]) % 8 >= 4);
         }
@@ -170,15 +188,16 @@ static bool touches_mailbox(const struct world *w, uint64_t off, unsigned width)
 
 static uint8_t pattern(uint64_t a) { return (uint8_t)(a * 167 + 13 + (a >> 8)); }
 
+/* The EMEM byte port ch reaches (all eight on one EMEM, wrapping at its size). */
 static uint32_t port_step(struct fsp *s, unsigned ch, uint32_t bit)
 {
     uint32_t a = s->ememc[ch] & 0xFFFCu;
     if (s->ememc[ch] & bit)
         s->ememc[ch] = (s->ememc[ch] & ~0xFFFCu) | ((a + 4) & 0xFFFCu);
-    return a;
+    return a % s->emem_size;
 }
 
-/* The FSP answers the last message of queue c: 20 bytes at the packet's head in EMEM. */
+/* The FSP answers the last message of queue c: 20 bytes at its channel's base in EMEM. */
 static void fsp_reply(struct world *w, unsigned c)
 {
     struct fsp *s = &w->sim;
@@ -187,7 +206,7 @@ static void fsp_reply(struct world *w, unsigned c)
     s->owe[c] = false;
     const uint32_t words[5] = {SOM | EOM, MSG_HDR(NVDM_RESPONSE), 0, s->owe_type[c], 0};
     uint32_t at = s->owe_at[c];
-    for (unsigned i = 0; i < 5 && at + 4 * i + 4 <= EMEM_BYTES; i++) {
+    for (unsigned i = 0; i < 5 && at + 4 * i + 4 <= s->emem_size; i++) {
         put32(&s->emem[at + 4 * i], words[i]);
         s->by_guest[(at + 4 * i) / 4] = 0;
     }
@@ -206,13 +225,14 @@ static void fsp_take(struct world *w, unsigned c)
     if (s->owe[c])
         fsp_reply(w, c);
     s->pending[c] = false;
-    uint32_t head = s->qhead[c], tail = s->qtail[c];
-    if (head != s->db_head[c] || tail != s->db_tail[c])
-        FAIL("queue %u: HEAD/TAIL %#x/%#x at take, %#x/%#x at the doorbell", c, head, tail,
-             s->db_head[c], s->db_tail[c]);
-    s->qhead[c] = tail;
+    uint32_t head = s->db_head[c], tail = s->db_tail[c];
+    /* without a guard the guest may move them (the FSP goes by what it was told) */
+    if (!s->db_unguarded[c] && (s->qhead[c] != head || s->qtail[c] != tail))
+        FAIL("queue %u: HEAD/TAIL %#x/%#x at take, %#x/%#x at the doorbell", c, s->qhead[c],
+             s->qtail[c], head, tail);
+    s->qhead[c] = s->qtail[c];
     uint32_t len = tail + 4 - head; /* the doorbell checked the bounds */
-    if (memcmp(&s->emem[head], s->snap[c], len)) {
+    if (!s->db_unguarded[c] && memcmp(&s->emem[head], s->snap[c], len)) {
         uint32_t at = 0;
         while (s->emem[head + at] == s->snap[c][at])
             at++;
@@ -225,7 +245,7 @@ static void fsp_take(struct world *w, unsigned c)
     uint32_t mctp = le32(pkt);
     TRACE("    fsp: queue %u takes [%#x, %#x): %08x %08x\n", c, head, tail + 4, mctp,
           le32(pkt + 4));
-    const uint8_t *deny = s->db_deny[c];
+    const uint8_t *deny = s->db_deny[c], *prc = s->db_prc[c];
     if (mctp & SOM) {
         uint32_t hdr = le32(pkt + 4);
         uint8_t type = (uint8_t)(hdr >> 24);
@@ -233,15 +253,28 @@ static void fsp_take(struct world *w, unsigned c)
             FAIL("security: queue %u: the FSP took a first packet of denied NVDM type %#04x "
                  "([%#x, %#x), MCTP 0x%08x)",
                  c, type, head, tail + 4, mctp);
+        if (type == NVDM_PRC && len < 12 && !s->db_unguarded[c])
+            FAIL("security: queue %u: the FSP took a PRC first packet without its "
+                 "sub-message ([%#x, %#x))",
+                 c, head, tail + 4);
+        if (type == NVDM_PRC && denied(prc, pkt[8]))
+            FAIL("security: queue %u: the FSP took a PRC message of denied sub-message %#04x "
+                 "(scope %#x)",
+                 c, pkt[8], pkt[9]);
         if ((hdr & 0x00FFFF7Fu) != MSG_BASE)
             return; /* SimFsp ignores it, keeping any message in progress */
         s->partial[c] = true;
         s->partial_type[c] = type;
+        s->partial_sub[c] = len >= 12 ? pkt[8] : 0;
     } else if (s->partial[c]) {
         if (denied(deny, s->partial_type[c]))
             FAIL("security: queue %u: the FSP took a continuation of a message of denied NVDM "
                  "type %#04x ([%#x, %#x), MCTP 0x%08x)",
                  c, s->partial_type[c], head, tail + 4, mctp);
+        if (s->partial_type[c] == NVDM_PRC && denied(prc, s->partial_sub[c]))
+            FAIL("security: queue %u: the FSP took a continuation of a PRC message of denied "
+                 "sub-message %#04x",
+                 c, s->partial_sub[c]);
     } else {
         return;
     }
@@ -262,16 +295,43 @@ static void fsp_take(struct world *w, unsigned c)
     }
 }
 
-/* A QUEUE_HEAD write reached the FSP: the doorbell of [HEAD, TAIL + 4). */
+/* A QUEUE_HEAD write reached the FSP: the doorbell of the packet at its channel's base,
+ * TAIL - HEAD + 4 bytes long (the FSP reads from the base, whatever HEAD says). */
 static void fsp_doorbell(struct world *w, unsigned c)
 {
     struct fsp *s = &w->sim;
-    uint32_t head = s->qhead[c], tail = s->qtail[c];
+    uint32_t head = s->qhead[c], tail = s->qtail[c], base = c * s->chan_bytes;
+    if (w->unguarded) {
+        /* no guard: what reaches the FSP is the admin's choice; it takes only what it can */
+        if (s->pending[c] || head != base || head % 4 || tail % 4 ||
+            (uint64_t)tail < (uint64_t)head + 4 || (uint64_t)tail - head + 4 > s->chan_bytes ||
+            (uint64_t)tail + 4 > s->emem_size) {
+            TRACE("    fsp: unguarded doorbell on queue %u ignored\n", c);
+            return;
+        }
+        memset(s->db_deny[c], 0, 32);
+        memset(s->db_prc[c], 0, 32);
+        s->db_unguarded[c] = true;
+        w->unguarded_rang = true;
+        s->db_head[c] = head;
+        s->db_tail[c] = tail;
+        s->pending[c] = true;
+        if (w->auto_take)
+            fsp_take(w, c);
+        return;
+    }
+    if (c >= w->channels)
+        FAIL("security: a doorbell on queue %u reached the FSP (the guard serves %u)", c,
+             w->channels);
+    if (head != base)
+        FAIL("security: queue %u: a doorbell with head %#x, off the channel's base %#x, "
+             "reached the FSP (it reads from the base: bytes the guard never checked)",
+             c, head, base);
     /* 64-bit: both are the guest's 32-bit values, and must not wrap into passing */
     if (head % 4 || tail % 4 || (uint64_t)tail < (uint64_t)head + 4 ||
-        (uint64_t)tail - head + 4 > w->max_packet || (uint64_t)tail + 4 > EMEM_BYTES)
-        FAIL("queue %u: a doorbell with bounds [%#x, %#x) reached the FSP (max_packet %u)", c,
-             head, tail + 4, w->max_packet);
+        (uint64_t)tail - head + 4 > s->chan_bytes || (uint64_t)tail + 4 > s->emem_size)
+        FAIL("queue %u: a doorbell with bounds [%#x, %#x) reached the FSP (channel %u bytes)", c,
+             head, tail + 4, s->chan_bytes);
 #ifndef GUARD_FUZZ_NO_COHERENCE /* define it to see what an incoherent shadow leads to */
     for (uint32_t a = head; a <= tail; a += 4)
         if (!s->by_guest[a / 4])
@@ -282,6 +342,8 @@ static void fsp_doorbell(struct world *w, unsigned c)
 #endif
     memcpy(s->snap[c], &s->emem[head], tail + 4 - head);
     memcpy(s->db_deny[c], w->deny, sizeof w->deny);
+    memcpy(s->db_prc[c], w->prc, sizeof w->prc);
+    s->db_unguarded[c] = false;
     s->db_head[c] = head;
     s->db_tail[c] = tail;
     s->pending[c] = true;
@@ -292,8 +354,9 @@ static void fsp_doorbell(struct world *w, unsigned c)
 
 static bool in_pending_packet(const struct world *w, uint32_t a, unsigned *which)
 {
-    for (unsigned c = 0; c < w->channels; c++)
-        if (w->sim.pending[c] && a >= w->sim.db_head[c] && a <= w->sim.db_tail[c]) {
+    for (unsigned c = 0; c < MAX_CH; c++)
+        if (w->sim.pending[c] && !w->sim.db_unguarded[c] && a >= w->sim.db_head[c] &&
+            a <= w->sim.db_tail[c]) {
             *which = c;
             return true;
         }
@@ -326,7 +389,7 @@ static int dev_read(void *ctx, uint64_t off, unsigned width, uint64_t *v)
         return -1;
     }
     if (r < 0) {
-        if (touches_mailbox(w, off, width))
+        if (touches_mailbox(w, off, width) && !w->unguarded)
             FAIL("security: a %u-byte read at %#llx reached the FSP's registers", width,
                  (unsigned long long)off);
         for (unsigned k = 0; k < width; k++)
@@ -358,7 +421,7 @@ static int dev_write(void *ctx, uint64_t off, unsigned width, uint64_t v)
     w->last_wr_val = v;
     unsigned c = 0;
     int r = width == 4 && off % 4 == 0 ? reg_of(w, off, &c) : -1;
-    if (r < 0 && touches_mailbox(w, off, width))
+    if (r < 0 && touches_mailbox(w, off, width) && !w->unguarded)
         FAIL("security: a %u-byte write of %#llx at %#llx reached the FSP's registers", width,
              (unsigned long long)v, (unsigned long long)off);
     if (s->tail_armed >= 0 && !(r == QHEAD && c == (unsigned)s->tail_armed))
@@ -386,6 +449,10 @@ static int dev_write(void *ctx, uint64_t off, unsigned width, uint64_t v)
         break;
     }
     case QTAIL:
+        if (w->unguarded) {
+            s->qtail[c] = x;
+            break;
+        }
         if (s->pending[c])
             FAIL("TOCTOU: QUEUE_TAIL(%u) = %#x reached the FSP before it took the packet "
                  "[%#x, %#x)",
@@ -394,6 +461,11 @@ static int dev_write(void *ctx, uint64_t off, unsigned width, uint64_t v)
         s->tail_armed = fault ? -1 : (int)c; /* after a failed tail, the guard gives up */
         break;
     case QHEAD:
+        if (w->unguarded) {
+            s->qhead[c] = x;
+            fsp_doorbell(w, c);
+            break;
+        }
         if (s->tail_armed != (int)c)
             FAIL("security: a doorbell (QUEUE_HEAD(%u) = %#x) reached the FSP without the "
                  "guard's QUEUE_TAIL write before it",
@@ -427,10 +499,12 @@ static struct mf_table *compile(struct world *w)
                 .channels = w->channels, .max_packet = w->max_packet},
     };
     memcpy(w->spec.fsp.deny, w->deny, sizeof w->deny);
-    w->rules[0] = (struct mf_rule){.name = "fsp", .start = lo, .size = hi + 8ull * w->channels - lo,
+    memcpy(w->spec.fsp.prc_deny, w->prc, sizeof w->prc);
+    w->rules[0] = (struct mf_rule){.name = "fsp", .start = lo, .size = hi + 8ull * MAX_CH - lo,
                                    .priority = 1, .action = MF_GUARD, .guard = &w->spec};
     struct mf_error err;
-    struct mf_table *t = mf_table_compile(w->rules, 1 + w->nplain, &w->cfg, &err);
+    struct mf_table *t = w->unguarded ? mf_table_compile(w->rules + 1, w->nplain, &w->cfg, &err)
+                                      : mf_table_compile(w->rules, 1 + w->nplain, &w->cfg, &err);
     if (!t)
         FAIL("a valid policy did not compile: %s", err.message);
     return t;
@@ -444,11 +518,11 @@ static void decode_plain(struct input *in, struct world *w)
     for (unsigned i = 0; i < n; i++) {
         uint8_t where = (uint8_t)take(in, 1), ab = (uint8_t)take(in, 1);
         uint64_t len = 1 + where / 6 % 12;
-        uint64_t edge = w->base[where % 3] + (where / 3 % 2 ? 8ull * w->channels : 0);
+        uint64_t edge = w->base[where % 3] + (where / 3 % 2 ? 8ull * MAX_CH : 0);
         uint64_t start = where / 3 % 2 ? edge : edge - len;
         bool clash = false;
         for (int b = 0; b < 3; b++)
-            clash |= start < w->base[b] + 8ull * w->channels && w->base[b] < start + len;
+            clash |= start < w->base[b] + 8ull * MAX_CH && w->base[b] < start + len;
         uint64_t vm = take(in, 8);
         if (clash)
             continue;
@@ -483,16 +557,43 @@ static void decode_deny(struct input *in, struct world *w)
     }
 }
 
-/* A multiple of 4 in 20..64 KiB (a channel holds a packet and the FSP's 20-byte reply). */
-static uint32_t decode_max_packet(struct input *in)
+/* The PRC sub-messages gpu-admin-tools sends (FspRpc.prc_*): ECC, reset coupling, NVLink
+ * link mask, knob read, knob write; then others. */
+static const uint8_t PRC_SUBS[8] = {0x01, 0x04, 0x0A, 0x0C, 0x0D, 0x00, 0x0B, 0xFF};
+
+/* The denied PRC sub-messages: the GH100 profile's defaults, none, or a few. */
+static void decode_prc(struct input *in, struct world *w)
+{
+    memset(w->prc, 0, sizeof w->prc);
+    uint8_t b = (uint8_t)take(in, 1);
+    if (b % 4 == 0)
+        return;
+    if (b % 4 == 1) {
+        for (unsigned i = 0; i < 5; i++)
+            if (PRC_SUBS[i] != 0x0C)
+                w->prc[PRC_SUBS[i] / 8] |= (uint8_t)(1u << (PRC_SUBS[i] % 8));
+        return;
+    }
+    for (unsigned i = 0; i < 1 + b / 4 % 4; i++) {
+        uint8_t t = b & 0x80 ? (uint8_t)take(in, 1) : PRC_SUBS[take(in, 1) % 8];
+        w->prc[t / 8] |= (uint8_t)(1u << (t % 8));
+    }
+}
+
+/* A multiple of 4 in 20..64 KiB (a channel holds a packet and the FSP's 20-byte reply), with
+ * channels * max_packet inside the EMEM. */
+static uint32_t decode_max_packet(struct input *in, unsigned channels)
 {
     uint8_t b = (uint8_t)take(in, 1);
+    uint32_t m;
     switch (b % 4) {
-    case 0: return 1024;
-    case 1: return 20 + 4 * (uint32_t)(take(in, 1) % 252);
-    case 2: return 20 + 4 * (uint32_t)(take(in, 2) % 16380);
-    default: return 20 + 4 * (uint32_t)(b / 4 % 6);
+    case 0: m = 1024; break;
+    case 1: m = 20 + 4 * (uint32_t)(take(in, 1) % 252); break;
+    case 2: m = 20 + 4 * (uint32_t)(take(in, 2) % 16380); break;
+    default: m = 20 + 4 * (uint32_t)(b / 4 % 6); break;
     }
+    uint32_t most = EMEM_BYTES / channels / 4 * 4;
+    return m > most ? most : m;
 }
 
 /* ---- guest accesses -------------------------------------------------------------------- */
@@ -541,6 +642,8 @@ static struct mf_result guest(struct world *w, uint64_t off, unsigned width, boo
           res.outcome);
     if (w->faulted && rc == MF_EDEVICE && res.status == MF_EDEVICE)
         return res; /* the device failed: only the FSP's own checks apply */
+    if (w->unguarded && rc == MF_OK)
+        return res; /* no guard: the plain rules decide, nothing of the guard's to check */
     if (rc != MF_OK || res.status != MF_OK)
         FAIL("a valid access (off %#llx, width %u, %s) returned %d", (unsigned long long)off,
              width, write ? "write" : "read", rc);
@@ -648,7 +751,7 @@ static void op_raw(struct input *in, struct world *w, bool write)
     uint8_t sel = (uint8_t)take(in, 1), shape = (uint8_t)take(in, 1);
     int reg = sel % 6;
     unsigned ch = sel / 6 % 8;
-    if (!(sel & 0x80) || ch >= w->channels)
+    if (!(sel & 0x80)) /* mostly a queue the guard serves; else any of the eight */
         ch %= w->channels;
     uint64_t off = reg_off(w, reg, ch);
     unsigned width = 4;
@@ -700,6 +803,9 @@ static uint32_t packet_words(struct input *in, uint32_t *dw, unsigned n, uint32_
     dw[0] = mctp;
     if (type >= 0 && n > 1)
         dw[1] = MSG_HDR(type);
+    /* a PRC message's sub-message (byte 8) and scope (byte 9: one-shot, knob, persistent) */
+    if (type == NVDM_PRC && n > 2)
+        dw[2] = PRC_SUBS[seed % 8] | (uint32_t)(1 + seed / 8 % 3) << 8 | (seed & 0xFF00u) << 8;
     return seed;
 }
 
@@ -716,6 +822,19 @@ static unsigned pick_dwords(struct input *in, const struct world *w)
     return n > EMEM_BYTES / 4 / 2 ? EMEM_BYTES / 4 / 2 : n;
 }
 
+/* Where a packet goes: its channel's base (where the FSP reads), or just off it, or
+ * anywhere. */
+static uint32_t pick_at(struct input *in, const struct world *w, unsigned q)
+{
+    uint8_t k = (uint8_t)take(in, 1);
+    uint32_t base = q * w->max_packet;
+    switch (k % 4) {
+    case 0: case 1: return base;
+    case 2: return base + 4 * (1 + k / 4 % 8);
+    default: return pick_addr(in, k);
+    }
+}
+
 static uint32_t dws[EMEM_BYTES / 4];
 
 /* The driver sends one packet; the guest may skip steps or use another port. */
@@ -723,8 +842,10 @@ static void op_send(struct input *in, struct world *w)
 {
     uint8_t how = (uint8_t)take(in, 1);
     unsigned q = pick_channel(in, w);
-    unsigned p = how & 0x10 ? pick_channel(in, w) : q;
-    uint32_t at = pick_addr(in, (uint8_t)take(in, 1));
+    unsigned p = how & 0x10 ? (unsigned)take(in, 1) % MAX_CH : q; /* any port */
+    if (how & 0x20)
+        q = (unsigned)take(in, 1) % MAX_CH; /* any queue, served or closed */
+    uint32_t at = pick_at(in, w, q);
     unsigned n = pick_dwords(in, w);
     if (at + 4 * n > EMEM_BYTES)
         at = EMEM_BYTES - 4 * n;
@@ -739,7 +860,7 @@ static void op_message(struct input *in, struct world *w)
     unsigned q = pick_channel(in, w);
     uint8_t t = TYPES[take(in, 1) % 16];
     unsigned total = 2 + (unsigned)take(in, 1) * 4, room = w->max_packet / 4 - 1;
-    uint32_t at = (uint32_t)take(in, 1) % 4 * 0x400;
+    uint32_t at = pick_at(in, w, q);
     if (room > 256)
         room = 256;
     unsigned npk = (total + room - 1) / room;
@@ -753,6 +874,8 @@ static void op_message(struct input *in, struct world *w)
         packet_words(in, dws, body + 1, mctp, -1);
         if (i == 0 && body >= 1)
             dws[1] = MSG_HDR(t);
+        if (i == 0 && body >= 2 && t == NVDM_PRC)
+            dws[2] = PRC_SUBS[dws[3] % 8] | 0x100u << (dws[3] / 8 % 2);
         send_packet(w, q, q, at, dws, body + 1, 0);
         fsp_take(w, q);
     }
@@ -778,28 +901,66 @@ static void op_receive(struct input *in, struct world *w)
 /* The FSP takes what is queued (one queue or all). */
 static void op_take(struct input *in, struct world *w)
 {
-    unsigned c = (unsigned)take(in, 1) % (w->channels + 1);
-    for (unsigned i = 0; i < w->channels; i++)
-        if (c == w->channels || c == i)
+    unsigned c = (unsigned)take(in, 1) % (MAX_CH + 1);
+    for (unsigned i = 0; i < MAX_CH; i++)
+        if (c == MAX_CH || c == i)
             fsp_take(w, i);
 }
 
 static void op_reply(struct input *in, struct world *w)
 {
-    unsigned c = (unsigned)take(in, 1) % (w->channels + 1);
-    for (unsigned i = 0; i < w->channels; i++)
-        if (c == w->channels || c == i)
+    unsigned c = (unsigned)take(in, 1) % (MAX_CH + 1);
+    for (unsigned i = 0; i < MAX_CH; i++)
+        if (c == MAX_CH || c == i)
             fsp_reply(w, i);
 }
 
-/* A policy swap on the same registers: new denied types, max_packet, fill, plain rules. */
+/* A new guard state cannot know that the FSP still owes a reply (nothing in the registers
+ * says so; docs/fsp-guard.md): a swap that makes one is modelled as taking longer than the
+ * FSP's answers, as a restart is. */
+static void answer_all(struct world *w)
+{
+    for (unsigned c = 0; c < MAX_CH; c++) {
+        fsp_take(w, c);
+        fsp_reply(w, c);
+    }
+}
+
+/* No guard from here: the packets waiting for the FSP lose the guard's promises (the guest
+ * may rewrite them, or their denied type, unseen: the admin's choice). */
+static void drop_guard(struct world *w)
+{
+    for (unsigned c = 0; c < MAX_CH; c++)
+        if (w->sim.pending[c]) {
+            w->sim.db_unguarded[c] = true;
+            memset(w->sim.db_deny[c], 0, 32);
+            memset(w->sim.db_prc[c], 0, 32);
+        }
+    w->sim.tail_armed = -1;
+}
+
+/* A policy swap on the same registers: new denied types and PRC sub-messages, fill, plain
+ * rules (max_packet is the FSP's channel size: it stays); with how bit 6, no guard at all, or
+ * the guard again. With how bit 5 the table the update hands back is kept, to be published
+ * again (op_republish). */
 static void op_swap(struct input *in, struct world *w)
 {
     uint8_t how = (uint8_t)take(in, 1);
+    uint8_t was_deny[32], was_prc[32];
+    bool was_unguarded = w->unguarded;
+    memcpy(was_deny, w->deny, 32);
+    memcpy(was_prc, w->prc, 32);
+    if (how & 64) {
+        w->unguarded = !w->unguarded;
+        if (w->unguarded)
+            drop_guard(w);
+        else
+            answer_all(w); /* the guard comes back with a fresh state */
+    }
     if (how & 1)
         decode_deny(in, w);
     if (how & 2)
-        w->max_packet = decode_max_packet(in);
+        decode_prc(in, w);
     if (how & 4)
         w->cfg.fill = (uint8_t)take(in, 1);
     if (how & 8)
@@ -810,7 +971,42 @@ static void op_swap(struct input *in, struct world *w)
     struct mf_table *t = compile(w);
     if (mf_filter_update(w->f, t, &old) != MF_OK || !old)
         FAIL("policy update refused");
-    mf_table_free(old);
+    if (how & 32) {
+        mf_table_free(w->retired);
+        w->retired = old;
+        memcpy(w->retired_deny, was_deny, 32);
+        memcpy(w->retired_prc, was_prc, 32);
+        w->retired_unguarded = was_unguarded;
+    } else {
+        mf_table_free(old);
+    }
+}
+
+/* The table an earlier update handed back is published again (mf_filter_update): its guard
+ * state missed what happened since, so it must start afresh (docs/fsp-guard.md). */
+static void op_republish(struct world *w)
+{
+    if (!w->retired)
+        return;
+    if (!w->retired_unguarded)
+        answer_all(w); /* its guard may start afresh (if its state is not the current one) */
+    struct mf_table *old = NULL;
+    if (mf_filter_update(w->f, w->retired, &old) != MF_OK || !old)
+        FAIL("publishing a retired table again was refused");
+    TRACE("    a retired table published again\n");
+    w->retired = old;
+    uint8_t tmp[32];
+    memcpy(tmp, w->deny, 32);
+    memcpy(w->deny, w->retired_deny, 32);
+    memcpy(w->retired_deny, tmp, 32);
+    memcpy(tmp, w->prc, 32);
+    memcpy(w->prc, w->retired_prc, 32);
+    memcpy(w->retired_prc, tmp, 32);
+    bool u = w->unguarded;
+    w->unguarded = w->retired_unguarded;
+    w->retired_unguarded = u;
+    if (w->unguarded)
+        drop_guard(w);
 }
 
 static void new_filter(struct world *w)
@@ -828,10 +1024,13 @@ static void new_filter(struct world *w)
  * modelled as taking longer than the FSP's answers: owed replies are written first. */
 static void op_restart(struct world *w)
 {
-    for (unsigned c = 0; c < w->channels; c++)
+    for (unsigned c = 0; c < MAX_CH; c++)
         fsp_reply(w, c);
     drain(w);
     mf_filter_free(w->f);
+    mf_table_free(w->retired); /* it belonged to the old filter's life */
+    w->retired = NULL;
+    w->unguarded = false;
     new_filter(w);
 }
 
@@ -842,15 +1041,16 @@ static void op_liveness(struct input *in, struct world *w)
     struct fsp *s = &w->sim;
     unsigned q = pick_channel(in, w);
     uint8_t b = (uint8_t)take(in, 1);
-    uint32_t at = b % 8 * 0x400;
+    uint32_t at = q * w->max_packet;
     unsigned n = 2 + b / 8 % 3;
 #ifdef GUARD_FUZZ_NO_LIVENESS /* define it to fuzz past a known liveness bug */
     return;
 #endif
-    if (denied(w->deny, NVDM_COT) || 4 * n > w->max_packet || w->ever_faulted || w->fault_in)
+    if (denied(w->deny, NVDM_COT) || 4 * n > w->max_packet || w->ever_faulted || w->fault_in ||
+        w->unguarded || w->unguarded_rang)
         return;
     drain(w);
-    for (unsigned c = 0; c < w->channels; c++) {
+    for (unsigned c = 0; c < MAX_CH; c++) {
         fsp_take(w, c);
         fsp_reply(w, c);
     }
@@ -875,6 +1075,11 @@ static void op_liveness(struct input *in, struct world *w)
         if (s->mhead[c] != s->mtail[c] || s->qhead[c] != s->qtail[c] || s->pending[c])
             return; /* left in a state the check does not cover */
     }
+    /* a closed queue left busy (by a time without a guard) keeps EMEM closed: failing closed
+     * (docs/fsp-guard.md, a packet the guard cannot place) */
+    for (unsigned c = w->channels; c < MAX_CH; c++)
+        if (s->qhead[c] != s->qtail[c] || s->pending[c])
+            return;
     drain(w);
     uint32_t words[4] = {SOM | EOM, MSG_HDR(NVDM_COT), 0x1234, 0x5678};
     unsigned before = s->packets;
@@ -913,6 +1118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     uint8_t mode = (uint8_t)take(&in, 1);
     w->channels = mode & 8 ? 1 + (mode & 7) : 8;
+    w->sim.emem_size = EMEM_BYTES;
     w->allow_fw = mode & 0x10;
     w->auto_take = mode & 0x20;
     w->late_reply = mode & 0x40;
@@ -921,8 +1127,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     switch (lay % 4) {
     case 2: /* the three blocks back to back */
         w->base[0] = 0x1000;
-        w->base[1] = 0x1000 + 8ull * w->channels;
-        w->base[2] = 0x1000 + 16ull * w->channels;
+        w->base[1] = 0x1000 + 8ull * MAX_CH;
+        w->base[2] = 0x1000 + 16ull * MAX_CH;
         break;
     case 3: /* reversed */
         w->base[0] = 0x3F00;
@@ -937,8 +1143,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     w->cfg = (struct mf_config){.bar_size = BAR_SIZE, .page_size = 4096, .fill = 0xFF,
                                 .partial = lay >> 2 & 1, .unaligned = lay >> 3 & 1};
-    w->max_packet = decode_max_packet(&in);
+    w->max_packet = decode_max_packet(&in, w->channels);
+    w->sim.chan_bytes = w->max_packet;
+    /* the EMEM: 64 KiB, or (lay bit 4) the smallest power of two holding the channel areas,
+     * which is all the guard lets the guest write (a port wraps past it) */
+    if (lay & 0x10) {
+        uint32_t need = w->channels * w->max_packet;
+        while (w->sim.emem_size / 2 >= need && w->sim.emem_size > 256)
+            w->sim.emem_size /= 2;
+    }
     decode_deny(&in, w);
+    decode_prc(&in, w);
     decode_plain(&in, w);
     new_filter(w);
 
@@ -958,6 +1173,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 14:
             if (op >> 4 == 0) {
                 op_restart(w);
+            } else if (op >> 4 == 2) {
+                op_republish(w);
             } else if (op >> 4 != 1) {
                 op_raw(&in, w, true);
             } else {
@@ -977,5 +1194,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     mf_filter_free(w->f);
     w->f = NULL;
+    mf_table_free(w->retired);
+    w->retired = NULL;
     return 0;
 }

@@ -4,8 +4,9 @@
 Each seed is a short scenario in guard_fuzz.c's input encoding (a header, then operations),
 named after what it exercises: a COT message, a FIRMWARE_UPDATE message (refused and
 answered), a multi-packet message, a policy swap in the middle of a message, raw register
-accesses, a filter restart, a device fault, the FSP replying late. The default DIR is
-fuzz/corpus/guard.
+accesses, a filter restart, a device fault, the FSP replying late, PRC sub-messages, a head
+off the channel's base, a port past the guard's channels, a retired table published again, a
+small EMEM, gpu-admin-tools' reply consumption. The default DIR is fuzz/corpus/guard.
 
 `--findings [DIR]` writes instead the hand-made reproducers of the guard bugs the harness found
 that are not fixed yet (`FINDINGS`; default DIR fuzz/findings/guard, where
@@ -18,11 +19,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# header: mode, layout, max_packet, denied types, plain rules
+# header: mode, layout, max_packet, denied types, denied PRC sub-messages, plain rules
 FOUR_CHANNELS, ALLOW_FW, AUTO_TAKE, LATE_REPLY = 0x08 | 3, 0x10, 0x20, 0x40
+ONE_CHANNEL = 0x08
+SMALL_EMEM = 0x10  # layout bit 4: the EMEM only as large as the channel areas
+# decode_prc: no PRC sub-message denied, or the GH100 profile's (0x01, 0x04, 0x0A, 0x0D)
+PRC_NONE, PRC_PROFILE = b"\0", b"\1"
 # operations (guard_fuzz.c's LLVMFuzzerTestOneInput: op % 16)
 RAW_READ, RAW_WRITE = 0x01, 0x81
-SEND, MESSAGE, TAKE, REPLY, RECEIVE, SWAP, LIVENESS, RESTART, FAULT = (
+SEND, MESSAGE, TAKE, REPLY, RECEIVE, SWAP, LIVENESS, RESTART, FAULT, REPUBLISH = (
     5,
     7,
     8,
@@ -32,6 +37,7 @@ SEND, MESSAGE, TAKE, REPLY, RECEIVE, SWAP, LIVENESS, RESTART, FAULT = (
     13,
     14,
     30,
+    46,
 )
 # registers (guard_fuzz.c's enum reg)
 EMEMC, EMEMD, QHEAD, QTAIL, MHEAD, MTAIL = range(6)
@@ -39,22 +45,46 @@ EMEMC, EMEMD, QHEAD, QTAIL, MHEAD, MTAIL = range(6)
 FW, COT, PRC = 0, 1, 2
 ADDRS = [0, 4, 8, 12, 16, 20, 0x3FC, 0x400, 0x1000, 0x100, 0x800, 0xFFF0, 0xFFF8, 0xFFFC]
 SOM, EOM = 1, 2
+ANY_PORT, ANY_QUEUE = 0x10, 0x20  # op_send's flags: a port (and a queue) given apart
+# seeds into guard_fuzz.c's packet_words: seed % 8 picks PRC_SUBS (0x01, 0x04, 0x0A, 0x0C,
+# 0x0D, ...), seed / 8 % 3 the scope (one-shot, knob, persistent)
+PRC_NVLINK_ONE_SHOT, PRC_KNOB_READ, PRC_ECC_PERSISTENT = 2, 3 + 8, 0 + 16
 
 
 def header(
-    mode: int = AUTO_TAKE, layout: int = 0, max_packet: bytes = b"\0", deny: bytes = b"\0"
+    mode: int = AUTO_TAKE,
+    layout: int = 0,
+    max_packet: bytes = b"\0",
+    deny: bytes = b"\0",
+    prc: bytes = PRC_NONE,
 ) -> bytes:
-    return bytes([mode, layout]) + max_packet + deny + b"\0"  # no plain rules
+    return bytes([mode, layout]) + max_packet + deny + prc + b"\0"  # no plain rules
 
 
 def send(flags: int, type_index: int, *, queue: int = 0, dwords: int = 4, seed: int = 1) -> bytes:
-    """The driver's send of one packet at EMEM 0: `dwords` is 2..9."""
-    return sent(flags, type_index, queue=queue, at=0, dwords=dwords, seed=seed)
+    """The driver's send of one packet at its queue's channel base: `dwords` is 2..9."""
+    return sent(flags, type_index, queue=queue, at=None, dwords=dwords, seed=seed)
 
 
-def sent(flags: int, type_index: int, *, queue: int, at: int, dwords: int, seed: int) -> bytes:
-    """The driver's send of one packet at EMEM `at` (one of ADDRS)."""
-    return bytes([SEND, flags, queue, 4 * ADDRS.index(at), dwords - 2, type_index, seed])
+def sent(
+    flags: int,
+    type_index: int,
+    *,
+    queue: int,
+    at: int | None,
+    dwords: int,
+    seed: int,
+    port: int | None = None,
+    any_queue: bool = False,
+) -> bytes:
+    """The driver's send of one packet at EMEM `at` (None: the channel's base), through
+    `port` (None: the queue's own); `any_queue`: the queue may be one the guard closes."""
+    where = b"\0" if at is None else bytes([3]) + at.to_bytes(2, "little")
+    flags |= (ANY_PORT if port is not None else 0) | (ANY_QUEUE if any_queue else 0)
+    head = bytes([SEND, flags, 0 if any_queue else queue])
+    head += bytes([port]) if port is not None else b""
+    head += bytes([queue]) if any_queue else b""
+    return head + where + bytes([dwords - 2, type_index, seed])
 
 
 def message(type_index: int, body_dwords: int, max_packet: int, *, queue: int = 0) -> bytes:
@@ -78,9 +108,14 @@ def liveness(queue: int = 0, where: int = 0) -> bytes:
     return bytes([LIVENESS, queue, where])
 
 
-def swap_deny(*type_indexes: int, firmware_update: bool = True) -> bytes:
-    """A swap whose policy denies these types (and 0x12, unless the run allows it)."""
-    return bytes([SWAP, 1, len(type_indexes) | (0x40 if firmware_update else 0), *type_indexes])
+def swap_deny(
+    *type_indexes: int, firmware_update: bool = True, keep_old: bool = False, toggle: bool = False
+) -> bytes:
+    """A swap whose policy denies these types (and 0x12, unless the run allows it); with
+    `keep_old` the table it retires is kept to be published again (REPUBLISH); with `toggle`
+    the new table has no guard (or has it again)."""
+    how = 1 | (32 if keep_old else 0) | (64 if toggle else 0)
+    return bytes([SWAP, how, len(type_indexes) | (0x40 if firmware_update else 0), *type_indexes])
 
 
 def fault(nth: int, *, lands: bool) -> bytes:
@@ -154,6 +189,72 @@ SEEDS: dict[str, bytes] = {
     "adjacent-blocks": header(layout=2) + send(SOM | EOM, PRC, queue=3) + take(8) + liveness(3),
     "reversed-blocks": header(mode=0x08 | 1, layout=3)
     + send(SOM | EOM, COT, queue=1)
+    + liveness(1),
+    # PRC: decided on the sub-message (byte 8); the knob read passes
+    "prc-denied-sub-messages": header(prc=PRC_PROFILE)
+    + send(SOM | EOM, PRC, seed=PRC_NVLINK_ONE_SHOT)
+    + receive()
+    + send(SOM | EOM, PRC, seed=PRC_ECC_PERSISTENT)
+    + receive()
+    + send(SOM | EOM, PRC, seed=PRC_KNOB_READ)
+    + receive()
+    + liveness(),
+    "prc-two-dwords": header(prc=PRC_PROFILE) + send(SOM | EOM, PRC, dwords=2) + receive(),
+    "prc-multi-packet": header(max_packet=bytes([1, 14]), prc=PRC_PROFILE)
+    + message(PRC, 62, 76)
+    + receive()
+    + liveness(),
+    # issue 11's attacks
+    # a FIRMWARE_UPDATE packet at the channel base, a COT packet at 0x100 rung with its head
+    "attack-head-off-base": header()
+    + write(EMEMC, 0, ememc(0))
+    + write(EMEMD, 0, mctp(SOM | EOM))
+    + write(EMEMD, 0, msg_header(FW))  # never rung: the FSP would read it from the base
+    + sent(SOM | EOM, COT, queue=0, at=0x100, dwords=4, seed=2, port=0)
+    + receive()
+    + liveness(),
+    # channels = 1: port 1 rewrites the message header of a checked COT packet
+    "attack-port-past-channels": header(mode=ONE_CHANNEL)
+    + write(EMEMC, 0, ememc(0))
+    + write(EMEMD, 0, mctp(SOM | EOM))
+    + write(EMEMD, 0, msg_header(COT))
+    + write(EMEMC, 1, ememc(4))
+    + write(EMEMD, 1, msg_header(FW))
+    + write(QTAIL, 0, queue_at(4))
+    + write(QHEAD, 0, queue_at(0))
+    + sent(SOM | EOM, FW, queue=3, at=0xC00, dwords=2, seed=3, any_queue=True)  # closed
+    + receive()
+    + liveness(),
+    # a COT packet checked under table A; under B (no guard) the guest rewrites it; A is
+    # published again: its old state must not be trusted
+    "attack-republish-retired-table": header()
+    + write(EMEMC, 0, ememc(0))
+    + write(EMEMD, 0, mctp(SOM | EOM))
+    + write(EMEMD, 0, msg_header(COT))
+    + swap_deny(firmware_update=True, keep_old=True, toggle=True)
+    + write(EMEMC, 0, ememc(4))
+    + write(EMEMD, 0, msg_header(FW))
+    + bytes([REPUBLISH])
+    + write(QTAIL, 0, queue_at(4))
+    + write(QHEAD, 0, queue_at(0))
+    + receive()
+    + liveness(),
+    # EMEM as large as the channel areas: a port at 0xFFF0 (past them) aliases into them
+    "attack-alias-past-small-emem": header(layout=SMALL_EMEM)
+    + write(EMEMC, 0, ememc(0))
+    + write(EMEMD, 0, mctp(SOM | EOM))
+    + write(EMEMD, 0, msg_header(COT))
+    + write(EMEMC, 2, ememc(0xFFF0))
+    + write(EMEMD, 2, msg_header(FW))
+    + write(QTAIL, 0, queue_at(4))
+    + write(QHEAD, 0, queue_at(0))
+    + liveness(),
+    # gpu-admin-tools on channel 1: a refusal answered, consumed by MSGQ_TAIL alone
+    "gat-tail-only-consumption": header()
+    + send(SOM | EOM, FW, queue=1)
+    + receive(1, tail_only=True)
+    + send(SOM | EOM, COT, queue=1, seed=2)
+    + receive(1, tail_only=True)
     + liveness(1),
     # regression seeds: bugs the harness found (fuzz/README.md), fixed in 1d841ff
     # queue 1's packet [0xc, 0x1c) waits; queue 2's [0, 8) is taken and answered at [0, 0x14)

@@ -15,7 +15,7 @@ from typing import Any
 from ._core import ffi, lib
 from .backends import Backend
 from .errors import AccessError, PolicyError
-from .guards import FspGuard
+from .guards import Guard
 from .layout import Layout
 from .results import OUTCOME_BY_CODE, Event, Outcome, Result
 from .rules import ACTIONS, NUM_BARS, PARTIAL_MODES, UNALIGNED_MODES, Policy, Rule
@@ -76,13 +76,11 @@ def _le_bytes(v: int) -> bytes:
 _ACTION_CODE: dict[str, int] = {a: getattr(lib, f"MF_{a.upper()}") for a in (*ACTIONS, "guard")}
 
 
-def _guard_spec(g: FspGuard) -> Any:
-    """`struct mf_guard_spec` for a guard; the caller keeps it alive until compiled."""
+def _guard_spec(g: Guard) -> Any:
+    """`struct mf_guard_spec` for a guard (the guard fills it); the caller keeps it alive
+    until compiled."""
     spec = ffi.new("struct mf_guard_spec *")
-    spec.kind = lib.MF_GUARD_FSP
-    spec.fsp.emem, spec.fsp.queue, spec.fsp.msgq = g.emem, g.queue, g.msgq
-    spec.fsp.channels, spec.fsp.max_packet = g.channels, g.max_packet
-    ffi.memmove(spec.fsp.deny, g.deny_bitmap(), 32)
+    g.fill_spec(spec)
     return spec
 
 
@@ -122,11 +120,9 @@ class _Table:
             )
             at += len(name) + len(value) + len(mask)
         crules = ffi.from_buffer("struct mf_rule[]", packed)
-        specs = [_guard_spec(r) for r in rules if isinstance(r, FspGuard)]
-        guards = iter(specs)
-        for i, r in enumerate(rules):
-            if isinstance(r, FspGuard):
-                crules[i].guard = next(guards)
+        specs = {i: _guard_spec(r) for i, r in enumerate(rules) if isinstance(r, Guard)}
+        for i, spec in specs.items():
+            crules[i].guard = spec
         cfg = ffi.new(
             "struct mf_config *",
             {

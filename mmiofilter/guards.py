@@ -1,4 +1,4 @@
-"""Guards: stateful rules for protocols carried over MMIO (contract §2).
+"""Guards: stateful rules for protocols carried over MMIO (docs/fsp-guard.md).
 
 A guard is a rule whose action is "guard": it owns a fixed set of registers and the C core
 hands it every access to them, in order, to decide from the protocol state it keeps. The first
@@ -8,22 +8,22 @@ guard follows NVIDIA's FSP mailbox and refuses firmware-update messages (docs/fs
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from ._core import ffi, lib
 from .errors import PolicyError, shown
 from .rules import Rule
 
-#: NV_PFSP registers of GH100 (open-gpu-kernel-modules, hopper/gh100/dev_fsp_pri.h;
-#: docs/fsp-guard.md).
+#: NV_PFSP registers of GH100 (open-gpu-kernel-modules, hopper/gh100/dev_fsp_pri.h).
 GH100_EMEMC0 = 0x8F2AC0
 GH100_QUEUE_HEAD0 = 0x8F2C00
 GH100_MSGQ_HEAD0 = 0x8F2C80
 FSP_CHANNELS = 8
 #: FSP_EMEM_CHANNEL_RM_SIZE (fsp_emem_channels.h): the largest packet the driver sends.
 FSP_MAX_PACKET = 1024
-#: NVDM types (fsp_nvdm_format.h).
+#: NVDM types (open-gpu-kernel-modules fsp_nvdm_format.h).
 NVDM_TYPES: dict[str, int] = {
     "reset": 0x04,
     "hulk": 0x11,
@@ -35,12 +35,29 @@ NVDM_TYPES: dict[str, int] = {
     "inforom": 0x17,
     "smbpbi": 0x18,
     "romread": 0x1A,
+    "uefi_rm": 0x1C,
+    "uefi_xtl_debug_intr": 0x1D,
+    "tnvl": 0x1F,
+    "clock_boost": 0x20,
+    "fsp_gsp_comm": 0x21,
 }
 NVDM_FIRMWARE_UPDATE = NVDM_TYPES["firmware_update"]
 NVDM_COT = NVDM_TYPES["cot"]
-#: The core's limits (mmiofilter.h: MF_FSP_MAX_CHANNELS, MF_FSP_EMEM_BYTES).
-_MAX_CHANNELS = 8
-_EMEM_BYTES = 65536
+NVDM_PRC = NVDM_TYPES["prc"]
+#: PRC sub-messages, packet byte 8 of a PRC message (byte 9 is the scope: 0x1 one-shot, 0x2
+#: for knobs, 0x3 persistent), as NVIDIA's gpu-admin-tools sends them (nvidia_gpu_tools.py
+#: FspRpc.prc_ecc, prc_block_nvlinks, prc_couple_reset, prc_knob_read, prc_knob_write).
+PRC_SUBMESSAGES: dict[str, int] = {
+    "ecc": 0x01,
+    "reset_coupling": 0x04,
+    "nvlink_mask": 0x0A,
+    "knob_read": 0x0C,
+    "knob_write": 0x0D,
+}
+#: The core's limits, from the header (mmiofilter.h).
+_MAX_CHANNELS = int(lib.MF_FSP_MAX_CHANNELS)
+_PORTS = int(lib.MF_FSP_PORTS)
+_EMEM_BYTES = int(lib.MF_FSP_EMEM_BYTES)
 #: The smallest FSP reply: MCTP and message headers, taskId, commandNvdmType, errorCode.
 _REPLY_BYTES = 20
 
@@ -49,22 +66,52 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def nvdm_type(v: object) -> int:
-    """An NVDM type given as a number or one of the NVDM_TYPES names."""
-    if isinstance(v, str) and v.lower() in NVDM_TYPES:
-        return NVDM_TYPES[v.lower()]
+def _named_byte(v: object, names: Mapping[str, int], what: str) -> int:
+    if isinstance(v, str) and v.lower() in names:
+        return names[v.lower()]
     if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFF:
         return v
-    raise PolicyError(
-        f"NVDM type {shown(v)} is neither 0..255 nor one of {', '.join(sorted(NVDM_TYPES))}"
-    )
+    raise PolicyError(f"{what} {shown(v)} is neither 0..255 nor one of {', '.join(sorted(names))}")
+
+
+def nvdm_type(v: object) -> int:
+    """An NVDM type given as a number or one of the NVDM_TYPES names."""
+    return _named_byte(v, NVDM_TYPES, "NVDM type")
+
+
+def prc_submessage(v: object) -> int:
+    """A PRC sub-message given as a number or one of the PRC_SUBMESSAGES names."""
+    return _named_byte(v, PRC_SUBMESSAGES, "PRC sub-message")
+
+
+def _bitmap(values: Iterable[int]) -> bytes:
+    """A 256-bit set as the core takes it: bit n % 8 of byte n // 8."""
+    bits = bytearray(32)
+    for n in values:
+        bits[n // 8] |= 1 << (n % 8)
+    return bytes(bits)
 
 
 @dataclass(frozen=True)
-class FspGuard(Rule):
+class Guard(Rule):
+    """A guard rule: each kind knows its `struct mf_guard_spec` (the binding asks it to fill
+    one, whatever the kind)."""
+
+    allowed_actions: ClassVar[tuple[str, ...]] = ("guard",)
+    kind: ClassVar[str] = ""
+
+    def fill_spec(self, spec: Any) -> None:
+        """Write the guard's kind and parameters into a cffi `struct mf_guard_spec *`."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FspGuard(Guard):
     """The FSP mailbox guard. Build it with `FspGuard.at(name, ...)`, which derives the
     rule's range from the registers; `deny_types` are the NVDM types whose messages never
-    reach the FSP."""
+    reach the FSP, `deny_prc` the PRC sub-messages (packet byte 8 of an NVDM 0x13 message).
+    The guard owns the registers of all eight ports; `channels` says how many queues the guest
+    may use (channel q is EMEM [q * max_packet, (q + 1) * max_packet))."""
 
     emem: int = field(default=GH100_EMEMC0, kw_only=True)
     queue: int = field(default=GH100_QUEUE_HEAD0, kw_only=True)
@@ -72,8 +119,8 @@ class FspGuard(Rule):
     channels: int = field(default=FSP_CHANNELS, kw_only=True)
     max_packet: int = field(default=FSP_MAX_PACKET, kw_only=True)
     deny_types: frozenset[int] = field(default=frozenset({NVDM_FIRMWARE_UPDATE}), kw_only=True)
+    deny_prc: frozenset[int] = field(default=frozenset(), kw_only=True)
 
-    allowed_actions: ClassVar[tuple[str, ...]] = ("guard",)
     kind: ClassVar[str] = "fsp"
 
     @classmethod
@@ -87,6 +134,7 @@ class FspGuard(Rule):
         channels: int = FSP_CHANNELS,
         max_packet: int = FSP_MAX_PACKET,
         deny_types: Iterable[int | str] = (NVDM_FIRMWARE_UPDATE,),
+        deny_prc: Iterable[int | str] = (),
         priority: int = 0,
         bar: int = 0,
     ) -> FspGuard:
@@ -104,8 +152,14 @@ class FspGuard(Rule):
             denied = frozenset(nvdm_type(t) for t in deny_types)
         except PolicyError as e:
             raise PolicyError(f"{where}: deny_types: {e}") from None
+        if isinstance(deny_prc, (str, bytes)) or not isinstance(deny_prc, Iterable):
+            raise PolicyError(f"{where}: deny_prc must be a list of PRC sub-messages")
+        try:
+            prc = frozenset(prc_submessage(t) for t in deny_prc)
+        except PolicyError as e:
+            raise PolicyError(f"{where}: deny_prc: {e}") from None
         lo = min(emem, queue, msgq)
-        hi = max(emem, queue, msgq) + 8 * channels
+        hi = max(emem, queue, msgq) + 8 * _PORTS
         return cls(
             name,
             lo,
@@ -117,6 +171,7 @@ class FspGuard(Rule):
             channels=channels,
             max_packet=max_packet,
             deny_types=denied,
+            deny_prc=prc,
             priority=priority,
             bar=bar,
         )
@@ -132,7 +187,16 @@ class FspGuard(Rule):
                 "(a channel holds a packet and the FSP's reply), "
                 f"not {shown(self.max_packet)}"
             )
-        blocks = sorted((b, b + 8 * self.channels) for b in self.registers_bases())
+        if not _is_int(self.channels) or not 1 <= self.channels <= _MAX_CHANNELS:
+            raise PolicyError(
+                f"{where}: channels must be 1..{_MAX_CHANNELS}, not {shown(self.channels)}"
+            )
+        if self.channels * self.max_packet > _EMEM_BYTES:
+            raise PolicyError(
+                f"{where}: {self.channels} channels of {self.max_packet} bytes exceed the "
+                f"{_EMEM_BYTES}-byte EMEM"
+            )
+        blocks = self.register_ranges()
         for (_, end), (start, _) in itertools.pairwise(blocks):
             if start < end:
                 raise PolicyError(f"{where}: the EMEM, queue and message-queue blocks overlap")
@@ -141,21 +205,31 @@ class FspGuard(Rule):
                 f"{where}: range [{self.start:#x}, {self.end:#x}) is not the registers' span "
                 f"[{blocks[0][0]:#x}, {blocks[-1][1]:#x}): build it with FspGuard.at()"
             )
-        if not isinstance(self.deny_types, frozenset) or not all(
-            _is_int(t) and 0 <= t <= 0xFF for t in self.deny_types
-        ):
-            raise PolicyError(f"{where}: deny_types must be a frozenset of 0..255")
+        for name, values in (("deny_types", self.deny_types), ("deny_prc", self.deny_prc)):
+            if not isinstance(values, frozenset) or not all(
+                _is_int(t) and 0 <= t <= 0xFF for t in values
+            ):
+                raise PolicyError(f"{where}: {name} must be a frozenset of 0..255")
 
     def registers_bases(self) -> tuple[int, int, int]:
         return (self.emem, self.queue, self.msgq)
 
     def register_ranges(self) -> list[tuple[int, int]]:
-        """The byte ranges the guard owns: [start, end) per register block."""
-        return sorted((b, b + 8 * self.channels) for b in self.registers_bases())
+        """The byte ranges the guard owns: [start, end) per register block, all 8 ports."""
+        return sorted((b, b + 8 * _PORTS) for b in self.registers_bases())
 
     def deny_bitmap(self) -> bytes:
         """`struct mf_fsp_params.deny`: bit t % 8 of byte t // 8 for each refused type."""
-        bits = bytearray(32)
-        for t in self.deny_types:
-            bits[t // 8] |= 1 << (t % 8)
-        return bytes(bits)
+        return _bitmap(self.deny_types)
+
+    def prc_bitmap(self) -> bytes:
+        """`struct mf_fsp_params.prc_deny`: the refused PRC sub-messages, likewise."""
+        return _bitmap(self.deny_prc)
+
+    def fill_spec(self, spec: Any) -> None:
+        spec.kind = lib.MF_GUARD_FSP
+        p = spec.fsp
+        p.emem, p.queue, p.msgq = self.emem, self.queue, self.msgq
+        p.channels, p.max_packet = self.channels, self.max_packet
+        ffi.memmove(p.deny, self.deny_bitmap(), 32)
+        ffi.memmove(p.prc_deny, self.prc_bitmap(), 32)

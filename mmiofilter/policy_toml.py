@@ -18,9 +18,10 @@
     name = "fsp"
     kind = "fsp"           # the FSP mailbox guard; the only kind so far
     deny_types = [0x12, "inforom"]   # optional, default [0x12] (FIRMWARE_UPDATE)
+    deny_prc = ["nvlink_mask", 0x01] # optional PRC (0x13) sub-messages refused, default []
     emem = 0x8F2AC0        # optional register blocks, default GH100's; queue, msgq likewise
-    channels = 8           # optional, default 8
-    max_packet = 1024      # optional, default 1024
+    channels = 8           # optional, default 8: queues the guest may use (all 8 ports guarded)
+    max_packet = 1024      # optional, default 1024: the channel size
     priority = 1           # optional, default 0
     bar = 0                # optional, default 0
 
@@ -43,6 +44,7 @@ GUARD_KEYS = {
     "name",
     "kind",
     "deny_types",
+    "deny_prc",
     "emem",
     "queue",
     "msgq",
@@ -125,17 +127,20 @@ def parse_guard(entry: object, index: int, where: str) -> FspGuard:
     for key in ("name", "kind"):
         if key not in entry:
             raise PolicyError(f"{label}: missing field '{key}'")
-    _check_types(entry, label, {"name", "kind"}, {"deny_types"})
+    _check_types(entry, label, {"name", "kind"}, {"deny_types", "deny_prc"})
     if entry["kind"] not in GUARD_KINDS:
         raise PolicyError(
             f"{label}: kind {shown(entry['kind'])} is not one of {', '.join(GUARD_KINDS)}"
         )
     deny = entry.get("deny_types", [0x12])
-    if not isinstance(deny, list):
-        raise PolicyError(f"{label}: deny_types must be a list, not {shown(deny)}")
-    args = {k: v for k, v in entry.items() if k not in ("name", "kind", "deny_types")}
+    deny_prc = entry.get("deny_prc", [])
+    for key, v in (("deny_types", deny), ("deny_prc", deny_prc)):
+        if not isinstance(v, list):
+            raise PolicyError(f"{label}: {key} must be a list, not {shown(v)}")
+    lists = ("name", "kind", "deny_types", "deny_prc")
+    args = {k: v for k, v in entry.items() if k not in lists}
     try:
-        return FspGuard.at(entry["name"], deny_types=deny, **args)
+        return FspGuard.at(entry["name"], deny_types=deny, deny_prc=deny_prc, **args)
     except PolicyError as e:
         raise PolicyError(f"{where}: {e}") from None
 

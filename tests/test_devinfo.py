@@ -251,6 +251,31 @@ def test_lces_may_share_a_base_but_ioctrls_may_not() -> None:
     assert len(read_units(gv(shared), GV, BAR)) == 2
 
 
+# --- the GH100 table's size -------------------------------------------------------------------
+
+
+def test_gh100_num_rows_comes_from_the_cfg_register_up_to_353() -> None:
+    """A GH100 reporting more rows than gpu-admin-tools' 134 (the format holds up to 353:
+    open-gpu-kernel-modules gb100/dev_top.h): the walker reads NUM_ROWS rows and finds the
+    NVLink unit listed past row 134 (the profile refused to attach before)."""
+    rows = [0] * 180 + dev(IOCTRL, 0xA00000) + [0] * 17
+    units = find_units(gh(cfg(num_rows=200), rows), GH, BAR, IOCTRL)
+    assert [(u.base, u.index) for u in units] == [(0xA00000, 180)]
+    full = [0] * 350 + dev(IOCTRL, 0xA40000)
+    assert [u.index for u in find_units(gh(cfg(num_rows=353), full), GH, BAR, IOCTRL)] == [350]
+
+
+def test_gh100_rows_past_its_own_array_are_not_read() -> None:
+    """With NUM_ROWS 134 the walker reads no row past GH100's array (gpu-admin-tools
+    gh100/top.py: 134 rows): other registers lie there, not the table."""
+    rd = Counting(gh(cfg(num_rows=100), dev(IOCTRL, 0xA00000)))
+    assert [u.base for u in find_units(rd, GH, BAR, IOCTRL)] == [0xA00000]
+    assert rd.reads == 1 + 134  # CFG, 100 rows, then rows 100..133 checked empty
+    spec = dataclasses.replace(GH, rows=None)
+    with pytest.raises(DeviceInfoError, match=r"^row 300: 0x00000001 lies past NUM_ROWS"):
+        find_units(gh(cfg(num_rows=134), [0] * 300 + [1], spec), spec, BAR, IOCTRL)
+
+
 # --- hostile and malformed tables: gh100 -----------------------------------------------------
 
 
@@ -261,9 +286,9 @@ def dev(type_enum: int, base: int, inst: int = 0) -> list[int]:
 GH100_HOSTILE = [
     (
         "NUM_ROWS beyond the table",
-        cfg(num_rows=135),
+        cfg(num_rows=354),
         [],
-        r"NUM_ROWS 135 is more rows than the table holds \(134\)",
+        r"NUM_ROWS 354 is more rows than the table holds \(353\)",
     ),
     ("NUM_ROWS at its maximum", cfg(num_rows=0xFFF), [], r"NUM_ROWS 4095 is more rows"),
     ("unknown version", cfg(version=1), [], r"VERSION 1, the map knows version 2"),

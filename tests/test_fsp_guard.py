@@ -101,7 +101,7 @@ def test_firmware_update_never_reaches_the_fsp_and_the_driver_fails_fast(size: i
 def test_any_port_and_queue(port: int, queue: int) -> None:
     fsp = SimFsp()
     f = guarded(fsp)
-    at = 4096 if queue == 4 else 0  # channel 4 (PMU/SOE) lives at EMEM 4096
+    at = 1024 * queue  # channel q lives at EMEM q * 1 KiB (channel 4, PMU/SOE, at 4096)
     for p in packets_of(FW, payload(2500)):
         send_raw(f, p, port=port, queue=queue, at=at)
     assert fsp.packets == []
@@ -186,16 +186,21 @@ def test_malformed_doorbells_are_refused() -> None:
     for packet in sends:
         send_raw(f, packet)
         consume_reply(f)
-    # one dword; past the channel; misaligned; a head past the tail (once wrapped to a
+    # one dword; past the channel; misaligned; a tail before the head (once wrapped to a
     # "small" packet whose check read past the shadow)
-    for head, tail in ((0, 0), (0, 0xFFFC), (0, 2), (0xFFFFFFFC, 8), (0x10000, 0x10008)):
+    for head, tail in ((0, 0), (0, 0xFFFC), (0, 2), (0, 0xFFFFFFFC)):
+        f.write(QTAIL, 4, tail)
+        assert f.write(QHEAD, 4, head) is mf.Outcome.BLOCKED
+    # heads off the channel's base (the FSP reads from the base)
+    for head, tail in ((0xFFFFFFFC, 8), (0x10000, 0x10008), (4, 8), (1024, 1032)):
         f.write(QTAIL, 4, tail)
         assert f.write(QHEAD, 4, head) is mf.Outcome.BLOCKED
     assert fsp.packets == []
     details = [e.detail for e in f.drain_events() if e.outcome is mf.Outcome.BLOCKED]
     assert sum("no packet" in d for d in details) == 1
     assert sum("bad message header" in d for d in details) == 2
-    assert sum("bad packet bounds" in d for d in details) == 6
+    assert sum("bad packet bounds" in d for d in details) == 5
+    assert sum("off base" in d for d in details) == 4
     assert sum("continuation of no message" in d for d in details) == 1
     assert not any("reply" in d for d in details)
     assert FspDriver(f).transact(COT, b"fine").error_code == ERR_OK
@@ -295,7 +300,12 @@ def test_gh100_profile_guards_the_mailbox(tmp_path: object) -> None:
 
     guards = [r for r in policy("").rules if isinstance(r, mf.FspGuard)]
     assert [sorted(g.deny_types) for g in guards] == [[FW]]
-    assert not [r for r in policy('firmware_update = "allow"').rules if r.action == "guard"]
+    # with firmware updates allowed the guard stays for the PRC sub-messages (nvlink isolate,
+    # persistent_settings deny: the defaults); with nothing refused there is none
+    [prc_only] = [r for r in policy('firmware_update = "allow"').rules if r.action == "guard"]
+    assert isinstance(prc_only, mf.FspGuard) and not prc_only.deny_types
+    nothing = 'firmware_update = "allow"\nnvlink = "allow"\npersistent_settings = "allow"'
+    assert not [r for r in policy(nothing).rules if r.action == "guard"]
     extra = policy('firmware_update = "allow"\nfsp_deny_types = ["inforom", 0x18]')
     assert [sorted(g.deny_types) for g in extra.rules if isinstance(g, mf.FspGuard)] == [
         [INFOROM, 0x18]

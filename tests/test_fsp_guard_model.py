@@ -221,30 +221,30 @@ def test_orphan_continuation_reply_names_no_type() -> None:
 
 def test_a_message_denied_mid_way_cannot_be_completed() -> None:
     twin = Twin(FspGuard.at("fsp"), auto_take=False, respond=False)
-    rm, other = FspDriver(twin, channel=0, offset=0x400), FspDriver(twin, channel=1)
+    rm, other = FspDriver(twin, channel=0), FspDriver(twin, channel=1)
     rm.send_packet(packet_bytes(mctp_header(True, False, 0), message_header(INFOROM), 1))
     twin.take()  # the FSP has the first packet of an INFOROM message
     twin.swap(FspGuard.at("fsp", deny_types=(FIRMWARE_UPDATE, INFOROM)))  # denied from now
-    other.send_message(COT, b"")  # queue 1, EMEM 0: the FSP owes a reply at [0, max_packet)
+    other.send_message(COT, b"")  # queue 1, EMEM 1024: the FSP owes a reply there
     twin.take()
-    # queue 1 again, before the FSP answered, to move the channel where its reply is due:
-    # refused, the driver reads a reply before it sends again
-    q1 = FspDriver(twin, channel=1, offset=4096)
-    q1.send_packet(packets_of(COT, bytes(2000))[0])
+    # queue 1 again, before the FSP answered: refused, the driver reads a reply before it
+    # sends again (it would also move the channel where that reply is due)
+    FspDriver(twin, channel=1).send_packet(packets_of(COT, bytes(2000))[0])
     assert twin.details[-1] == "doorbell 1: reply not consumed yet"
-    # queue 0's next packet, a COT first packet, written at EMEM 16, where that reply lands
+    # queue 0's next packet, off its channel's base at EMEM 1024 + 16, where that reply
+    # lands: refused before anything else is looked at (the FSP reads from the base)
     first = packet_bytes(mctp_header(True, False, 0), message_header(COT), 2)
-    twin.write(GH100_EMEMC0, 4, 16 | AINCW)
+    twin.write(GH100_EMEMC0, 4, (1024 + 16) | AINCW)
     for i in range(0, len(first), 4):
         twin.write(GH100_EMEMC0 + 4, 4, int.from_bytes(first[i : i + 4], "little"))
     for sim in (twin.csim, twin.msim):
-        sim._reply(1, 0, COT)  # EMEM 0..20: its errorCode, 0, lands on EMEM 16
-    twin.m.fsp_wrote(0, 20)
-    twin.write(GH100_QUEUE_HEAD0 + 4, 4, 16 + len(first) - 4)
-    assert twin.write(GH100_QUEUE_HEAD0, 4, 16) is mf.Outcome.BLOCKED
-    assert twin.details[-1] == "packet where queue 1's reply is due"
+        sim._reply(1, 1024, COT)
+    twin.m.fsp_wrote(1024, 20)
+    twin.write(GH100_QUEUE_HEAD0 + 4, 4, 1024 + 16 + len(first) - 4)
+    assert twin.write(GH100_QUEUE_HEAD0, 4, 1024 + 16) is mf.Outcome.BLOCKED
+    assert twin.details[-1] == "doorbell 0: head 0x410 off base"
     # an honest continuation with EOM cannot finish the INFOROM message either
-    FspDriver(twin, offset=16, polls=1).send_packet(packet_bytes(mctp_header(False, True, 1), 3))
+    FspDriver(twin, polls=1).send_packet(packet_bytes(mctp_header(False, True, 1), 3))
     twin.take()
     twin.assert_same_devices()
     assert INFOROM not in [m.nvdm_type for m in twin.csim.messages]
@@ -259,14 +259,15 @@ def test_the_guest_cannot_publish_a_reply_the_fsp_has_not_written() -> None:
     the channel before the FSP answered over its next packet (found here and by the guard
     fuzzer; fixed in 444d136: a MSGQ write may only empty MSGQ)."""
     twin = Twin(FspGuard.at("fsp"), auto_take=False, respond=False)
-    FspDriver(twin, channel=1).send_message(COT, b"")  # queue 1 owes a reply at [0, 1024)
+    FspDriver(twin, channel=1).send_message(COT, b"")  # queue 1 owes a reply at [1024, 2048)
     twin.take()
     assert twin.write(GH100_MSGQ_HEAD0 + 8, 4, 4) is mf.Outcome.BLOCKED  # would fake a reply
     assert "reply" in twin.details[-1]
     assert twin.read(GH100_MSGQ_HEAD0 + 8, 4) == twin.read(GH100_MSGQ_HEAD0 + 12, 4) == 0
+    # queue 1 cannot send again until the FSP's reply is published and consumed
     first = packet_bytes(mctp_header(True, True, 0), message_header(COT), 7)
-    FspDriver(twin, offset=16).send_packet(first)  # queue 0, in queue 1's channel: refused
-    assert "reply is due" in twin.details[-1]
+    FspDriver(twin, channel=1, polls=1).send_packet(first)
+    assert "reply not consumed yet" in twin.details[-1]
     twin.assert_same_devices()
     assert len(twin.csim.packets) == 1
 

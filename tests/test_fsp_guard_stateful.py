@@ -18,8 +18,11 @@ types or the packet size. After every step:
 The FSP's own writes (its answers, `fsp_wrote` in the model) must never land on a packet the
 guard has checked before the FSP takes it: the test fails on such a `stale` doorbell.
 
-Deny sets are drawn (FIRMWARE_UPDATE in most, not all), so the security check is made against
-the set in force at each doorbell.
+Deny sets are drawn (FIRMWARE_UPDATE in most, not all), and sets of denied PRC sub-messages
+(packet byte 8 of an NVDM 0x13 message), so the security check is made against the sets in
+force at each doorbell. Heads are drawn at the channels' bases and off them (the FSP reads a
+packet from its channel's base, as SimFsp does), and the guard's channel count varies (the
+guard owns all eight ports whatever it is).
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ from mmiofilter.testing.fsp_model import REPLY_BYTES, Doorbell, FspGuardModel
 from .test_fsp_guard_model import decide_both
 
 BAR_SIZE = 16 << 20
-CHANNELS = 8
+CHANNELS = 8  # ports, queues and message queues: the guard owns all eight
 U32 = 2**32
 TYPES = (0x12, 0x13, 0x14, 0x17)
+PRC = 0x13
+PRC_SUBS = (0x01, 0x04, 0x0A, 0x0C, 0x0D)  # ECC, reset coupling, NVLink mask, knob read/write
 BASES = {
     "EMEMC": GH100_EMEMC0,
     "EMEMD": GH100_EMEMC0 + 4,
@@ -64,6 +69,9 @@ BASES = {
 
 dword_addrs = st.one_of(
     st.sampled_from((0, 4096)),  # the channels' own offsets (RM 0, channel 4): collisions
+    st.integers(0, CHANNELS - 1).map(lambda q: 1024 * q),  # every channel's base
+    st.integers(0, CHANNELS - 1).map(lambda q: 1024 * q + 8),  # just off a base
+    st.sampled_from((8192, 8196, 0x8000)),  # past the channel areas (an alias on a small EMEM)
     st.integers(0, 24).map(lambda d: 4 * d),
     st.integers(0, 8).map(lambda d: 4096 + 4 * d),
     st.integers(0, 3).map(lambda d: 0xFFFC - 4 * d),
@@ -102,7 +110,12 @@ deny_sets = st.one_of(
     st.sets(st.sampled_from(TYPES[1:])).map(lambda s: frozenset({0x12, *s})),
     st.sets(st.sampled_from(TYPES)).map(frozenset),
 )
+prc_deny_sets = st.one_of(
+    st.just(frozenset({0x01, 0x04, 0x0A, 0x0D})),  # the GH100 profile's defaults
+    st.sets(st.sampled_from(PRC_SUBS)).map(frozenset),
+)
 max_packets = st.sampled_from((1024, 1024, 64, 4096))
+channel_counts = st.sampled_from((8, 8, 1, 3))
 
 
 @st.composite
@@ -125,10 +138,15 @@ def packets(draw: st.DrawFn) -> list[int]:
     som = draw(st.integers(0, 3)) > 0
     words = [mctp_header(som, draw(st.booleans()), draw(st.integers(0, 3)))]
     if som:
-        header = message_header(draw(st.sampled_from(TYPES)))
+        nvdm = draw(st.sampled_from(TYPES))
+        header = message_header(nvdm)
         if draw(st.integers(0, 9)) == 0:
             header ^= draw(st.sampled_from((0x1, 0x80, 0x100)))  # bit 7 is not checked
         words.append(header)
+        if nvdm == PRC and draw(st.integers(0, 5)):  # its sub-message (byte 8), scope (byte 9)
+            sub = draw(st.sampled_from(PRC_SUBS) | st.integers(0, 255))
+            scope = draw(st.sampled_from((1, 2, 3)) | st.integers(0, 255))
+            words.append(sub | scope << 8 | draw(st.integers(0, 0xFFFF)) << 16)
     n = (
         draw(st.integers(0, 6))
         if draw(st.integers(0, 9))
@@ -147,6 +165,7 @@ class Sent:
 
     doorbell: Doorbell | None
     deny: frozenset[int]
+    deny_prc: frozenset[int] = frozenset()
 
 
 def le32(b: bytes, at: int = 0) -> int:
@@ -159,38 +178,52 @@ class FspGuardLife(RuleBasedStateMachine):
     f: mf.BarFilter
     m: FspGuardModel
     deny: frozenset[int]
+    deny_prc: frozenset[int]
+    max_packet: int
+    channels: int
 
     def __init__(self) -> None:
         super().__init__()
         self.sent: dict[int, list[Sent]] = {c: [] for c in range(CHANNELS)}
         self.fsp_type: dict[int, int] = {}  # the message the FSP is assembling, per channel
+        self.fsp_sub: dict[int, int] = {}  # its PRC sub-message
         self.unanswered: list[tuple[int, int, int]] = []  # (channel, type, head) taken, no reply
         self.written: tuple[int, int] | None = None  # the last packet `write_only` wrote
 
     @initialize(
         deny=deny_sets,
+        deny_prc=prc_deny_sets,
         max_packet=max_packets,
+        channels=channel_counts,
         queued=st.none()
         | st.tuples(st.integers(0, CHANNELS - 1), queue_values, queue_values, mctp_headers),
     )
     def start(
         self,
         deny: frozenset[int],
+        deny_prc: frozenset[int],
         max_packet: int,
+        channels: int,
         queued: tuple[int, int, int, int] | None,
     ) -> None:
-        self.csim = SimFsp(auto_take=False, respond=False)
-        self.msim = SimFsp(auto_take=False, respond=False)
+        # The FSP's channels are as wide as the guard's max_packet says (the admin's fact).
+        self.csim = SimFsp(auto_take=False, respond=False, channel_bytes=max_packet)
+        self.msim = SimFsp(auto_take=False, respond=False, channel_bytes=max_packet)
+        channels = min(channels, 65536 // max_packet)
         if queued is not None and queued[1] != queued[2]:  # a packet queued before the guard
             c, head, tail, mctp = queued
+            base = c * max_packet
             for sim in (self.csim, self.msim):
                 sim.qhead[c], sim.qtail[c] = head, tail
                 sim.pending.append(c)
-                if head <= 0xFFFC:
-                    sim.emem[head : head + 4] = mctp.to_bytes(4, "little")
+                if base <= 0xFFFC:
+                    sim.emem[base : base + 4] = mctp.to_bytes(4, "little")
             self.sent[c].append(Sent(None, deny))
-        self.deny = deny
-        guard = FspGuard.at("fsp", deny_types=deny, max_packet=max_packet)
+        self.deny, self.deny_prc = deny, deny_prc
+        self.max_packet, self.channels = max_packet, channels
+        guard = FspGuard.at(
+            "fsp", deny_types=deny, deny_prc=deny_prc, max_packet=max_packet, channels=channels
+        )
         self.f = mf.BarFilter(BAR_SIZE, mf.Policy([guard]), self.csim.backend(), page_size=4096)
         self.m = FspGuardModel(guard, 0xFF)
         self.m.arm(self.msim)  # BarFilter armed the C guard as it was made
@@ -204,7 +237,7 @@ class FspGuardLife(RuleBasedStateMachine):
         assert len(events) == int(got.outcome is not mf.Outcome.PASS), f"{where}: {events}"
         if len(self.m.doorbells) > doorbells:  # the model passed a doorbell, so did C
             db = self.m.doorbells[-1]
-            self.sent[db.queue].append(Sent(db, self.deny))
+            self.sent[db.queue].append(Sent(db, self.deny, self.deny_prc))
         return got
 
     def write_packet(self, port: int, at: int, words: list[int]) -> None:
@@ -282,23 +315,37 @@ class FspGuardLife(RuleBasedStateMachine):
 
     @rule(
         queue=st.integers(0, CHANNELS - 1),
-        at=st.sampled_from((0, 0, 4096, 64)),
+        off=st.sampled_from((0, 0, 0, 4096, 64)),
         nvdm=st.sampled_from(TYPES),
+        sub=st.sampled_from(PRC_SUBS),
         size=st.integers(0, 60),
         packet=st.sampled_from((12, 16, 32, 1024)),
         respond=st.booleans(),
         first=st.sampled_from(("receive", "receive", "take", "nothing")),
     )
     def send_message(
-        self, queue: int, at: int, nvdm: int, size: int, packet: int, respond: bool, first: str
+        self,
+        queue: int,
+        off: int,
+        nvdm: int,
+        sub: int,
+        size: int,
+        packet: int,
+        respond: bool,
+        first: str,
     ) -> None:
-        """A whole message, split into packets, the FSP taking each one. The driver first
-        reads a reply that waits (or the FSP takes what waits, or neither)."""
+        """A whole message, split into packets, at its channel's base (or `off` bytes past
+        it), the FSP taking each one. The driver first reads a reply that waits (or the FSP
+        takes what waits, or neither). A PRC message starts with its sub-message."""
         if first == "receive":
             self.receive(queue, queue)
         elif first == "take" and self.csim.pending:
             self.take(respond)
-        for p in packets_of(nvdm, bytes(range(size)), max_packet=packet):
+        at = (queue * self.max_packet + off) % 0x10000
+        body = bytes(range(size))
+        if nvdm == PRC:
+            body = bytes([sub, 1 + size % 3]) + body
+        for p in packets_of(nvdm, body, max_packet=packet):
             p += bytes(-len(p) % 4)
             self.send(queue, queue, at, [le32(p, i) for i in range(0, len(p), 4)])
             self.take(respond)
@@ -324,13 +371,21 @@ class FspGuardLife(RuleBasedStateMachine):
     def read_reply(self, port: int, queue: int, whole: bool) -> None:
         self.receive(port, queue, whole)
 
-    @rule(deny=deny_sets, max_packet=max_packets)
-    def swap(self, deny: frozenset[int], max_packet: int) -> None:
-        """A policy update on the same registers: the state is kept."""
-        guard = FspGuard.at("fsp", deny_types=deny, max_packet=max_packet)
+    @rule(deny=deny_sets, deny_prc=prc_deny_sets, channels=channel_counts)
+    def swap(self, deny: frozenset[int], deny_prc: frozenset[int], channels: int) -> None:
+        """A policy update on the same registers: the state is kept (the channel count is not
+        a register; the channels' size is the FSP's, kept)."""
+        channels = min(channels, 65536 // self.max_packet)
+        guard = FspGuard.at(
+            "fsp",
+            deny_types=deny,
+            deny_prc=deny_prc,
+            max_packet=self.max_packet,
+            channels=channels,
+        )
         self.f.update(mf.Policy([guard]))
         self.m.swap(guard)
-        self.deny = deny
+        self.deny, self.deny_prc, self.channels = deny, deny_prc, channels
 
     # ---- the FSP ---------------------------------------------------------------------------
 
@@ -351,7 +406,8 @@ class FspGuardLife(RuleBasedStateMachine):
             sent = self.sent[c].pop(0)
             if sent.doorbell is None:  # queued before the guard: not its packet
                 head, tail = heads[c], self.csim.qtail[c]
-                if not (head % 4 or tail % 4 or tail < head or tail + 4 > len(self.csim.emem)):
+                end = self.csim.channel_base(c) + tail - head + 4
+                if not (head % 4 or tail % 4 or tail < head or end > len(self.csim.emem)):
                     next(taken)
                 continue
             channel, packet = next(taken)
@@ -380,11 +436,17 @@ class FspGuardLife(RuleBasedStateMachine):
         mctp = le32(packet)
         if mctp & SOM:
             assert packet[7] not in sent.deny, f"a denied first packet reached the FSP: {db}"
+            if packet[7] == PRC:  # decided on its sub-message: it must be in this packet
+                assert len(packet) > 8, f"a PRC message without its sub-message passed: {db}"
+                assert packet[8] not in sent.deny_prc, f"a denied PRC message reached: {db}"
             if le32(packet, 4) & 0x00FFFF7F != MSG_HEADER_BASE:
                 return None  # SimFsp ignores it
             self.fsp_type[c] = packet[7]
+            self.fsp_sub[c] = packet[8] if len(packet) > 8 else -1
         elif c in self.fsp_type:
             assert self.fsp_type[c] not in sent.deny, f"a denied message continued: {db}"
+            if self.fsp_type[c] == PRC:
+                assert self.fsp_sub[c] not in sent.deny_prc, f"a denied PRC continued: {db}"
         else:
             return None  # SimFsp ignores a continuation of no message
         if not mctp & EOM:

@@ -29,6 +29,65 @@ def test_profiles_are_chosen_by_pci_id() -> None:
     assert profile_for_ids(0x10DE, 0x1DB1).name == "nvidia-gv100"
     assert profile_for_ids(0x10DE, 0x2330).name == "nvidia-gh100"
     assert profile_for_ids(0x8086, 0x1234).name == "pci"
+
+
+# open-gpu-kernel-modules README.md compatible-GPU table (GH100 boards; pci.ids agrees)
+GH100_IDS = {
+    0x2321: "H100 NVL",
+    0x2322: "H800 PCIe",
+    0x2324: "H800",
+    0x2329: "H20",
+    0x232C: "H20-3e",
+    0x230E: "H20 NVL16",
+    0x2330: "H100 SXM5",
+    0x2331: "H100 PCIe",
+    0x2335: "H200",
+    0x2339: "H100",
+    0x233A: "H800 NVL",
+    0x233B: "H200 NVL",
+    0x2342: "GH200",
+    0x2348: "GH200 144G HBM3e",
+}
+
+
+@pytest.mark.parametrize("device", sorted(GH100_IDS))
+def test_every_gh100_board_gets_the_gh100_profile(device: int) -> None:
+    assert profile_for_ids(0x10DE, device).name == "nvidia-gh100", GH100_IDS[device]
+
+
+def test_an_nvidia_gpu_no_profile_knows_is_said_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    """An NVIDIA display-class device with no NVIDIA profile gets only the generic `pci`
+    profile: a warning on the `mmiofilter` logger says so. Other classes (an NVIDIA audio
+    function, 0x0403) and other vendors stay quiet."""
+    with caplog.at_level("WARNING", logger="mmiofilter"):
+        assert profile_for_ids(0x10DE, 0x2B85, 0x030000).name == "pci"
+        assert profile_for_ids(0x10DE, 0x2BB1).name == "pci"  # class not known
+    warned = [r for r in caplog.records if r.name == "mmiofilter"]
+    assert len(warned) == 2 and "2b85" in warned[0].getMessage()
+    assert "no NVLink isolation and no firmware protection" in warned[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mmiofilter"):
+        assert profile_for_ids(0x10DE, 0x22E8, 0x040300).name == "pci"
+        assert profile_for_ids(0x8086, 0x1234, 0x030000).name == "pci"
+        assert profile_for_ids(0x10DE, 0x2335, 0x030200).name == "nvidia-gh100"
+    assert [r for r in caplog.records if r.name == "mmiofilter"] == []
+
+
+def test_gh100_persistent_settings_and_nvlink_choose_the_prc_sub_messages() -> None:
+    from mmiofilter.guards import FspGuard
+
+    def guard(options: str) -> FspGuard | None:
+        text = f'profile = "nvidia-gh100"\n[options]\n{options}\n'
+        policy = load_policy_file(text).resolve(None)[0]
+        found = [r for r in policy.rules if isinstance(r, FspGuard)]
+        return found[0] if found else None
+
+    default = guard("")
+    assert default is not None and default.deny_prc == {0x01, 0x04, 0x0A, 0x0D}
+    only_nvlink = guard('persistent_settings = "allow"')
+    assert only_nvlink is not None and only_nvlink.deny_prc == {0x0A}
+    none = guard('nvlink = "allow"\npersistent_settings = "allow"\nfirmware_update = "allow"')
+    assert none is None
     assert set(profiles()) == {"nvidia-gv100", "nvidia-gh100", "pci"}
 
 

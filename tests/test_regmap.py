@@ -126,9 +126,12 @@ def test_gh100_facts() -> None:
     assert m.find("NV_PFSP_EMEMC_0").field("AINCW").mask == 1 << 24
     di = m.device_info
     assert di is not None
-    assert (di.format, di.base, di.entries, di.config, di.version) == (
+    # NUM_ROWS is read up to 353 rows (the format's largest array: OGKM gb100/dev_top.h);
+    # GH100's own array is 134 (gpu-admin-tools gh100/top.py)
+    assert (di.format, di.base, di.entries, di.rows, di.config, di.version) == (
         "gh100",
         0x22800,
+        353,
         134,
         0x224FC,
         2,

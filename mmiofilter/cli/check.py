@@ -166,6 +166,7 @@ def rule_json(r: Rule) -> dict[str, Any]:
          "value": r.value, "mask": r.mask, "priority": r.priority}  # fmt: skip
     if isinstance(r, FspGuard):
         d.update(kind=r.kind, registers=r.register_ranges(), deny_types=sorted(r.deny_types))
+        d.update(deny_prc=sorted(r.deny_prc))
     return d
 
 
@@ -175,6 +176,7 @@ def rule_row(r: Rule) -> list[str]:
     extra += f" priority={r.priority}" if r.priority else ""
     if isinstance(r, FspGuard):
         extra += f" kind={r.kind} deny_types={','.join(f'{t:#04x}' for t in sorted(r.deny_types))}"
+        extra += f" deny_prc={','.join(f'{t:#04x}' for t in sorted(r.deny_prc))}"
     if r.action == "redirect":
         extra += f" -> {getattr(r, 'target', '?')}+{getattr(r, 'target_offset', 0):#x}"
     return [f"BAR{r.bar}", f"{r.start:#x}", f"{r.end:#x}", r.action, r.name, extra.strip()]

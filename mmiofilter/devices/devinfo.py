@@ -13,7 +13,9 @@ Two formats (facts and sources in the maps' `[device_info]`):
   next entry belongs to the same device. ENGINE_TYPE holds TYPE_ENUM in 30:2; DATA holds
   TYPE 30 (0 = ENUM2, the only one defined), INST_ID 29:26 and PRI_BASE 23:12 in place.
 - gh100 (NV_PTOP_DEVICE_INFO2, gpu-admin-tools gpu/regs/gh100/top.py): NV_PTOP_DEVICE_INFO_CFG
-  gives VERSION 3:0, MAX_DEVICES 15:4, MAX_ROWS_PER_DEVICE 19:16 and NUM_ROWS 31:20. A device is
+  gives VERSION 3:0, MAX_DEVICES 15:4, MAX_ROWS_PER_DEVICE 19:16 and NUM_ROWS 31:20. The walker
+  reads NUM_ROWS rows, NUM_ROWS bounded by the largest array of this format (353 rows:
+  open-gpu-kernel-modules gb100/dev_top.h NV_PTOP_DEVICE_INFO2__SIZE_1). A device is
   a run of rows chained by bit 31 whose fields are numbered across rows: INSTANCE_ID 23:16 and
   TYPE_ENUM 30:24 in row 0, DEVICE_PRI_BASE 57:40 (row 1 bits 25:8, in place) in row 1. A zero
   row outside a chain is empty.
@@ -226,8 +228,9 @@ def _walk_gh100(rd: _Reader, spec: DeviceInfoSpec) -> list[_Raw]:
             f"row {first}: the chain starting here runs past the last row (NUM_ROWS {num_rows})"
         )
     # Rows past NUM_ROWS are outside the table the driver walks: a device hidden there would be
-    # missed here and protected by nothing, so they must be empty.
-    for i in range(num_rows, spec.entries):
+    # missed here and protected by nothing, so they must be empty, up to the array the chip's
+    # header documents (GH100: 134 rows; past it lie other registers, not the table).
+    for i in range(num_rows, spec.empty_rows_end):
         word = rd(spec.base + 4 * i, f"row {i}")
         if word != 0:
             raise DeviceInfoError(

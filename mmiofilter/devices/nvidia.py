@@ -17,7 +17,13 @@ What each option protects (the register facts and their sources are in maps/*.to
   be blocked: the FSP guard (docs/fsp-guard.md) owns the mailbox registers and refuses the
   doorbell of FIRMWARE_UPDATE messages; the rest of the FSP range is audited.
 - `fsp_deny_types` (GH100): more NVDM types the FSP guard refuses, names or numbers
-  (`["inforom", 0x18]`); with `firmware_update = "allow"` and no extra type there is no guard.
+  (`["inforom", 0x18]`).
+- On GH100 NVLink isolation and persistent settings are FSP messages too: PRC (NVDM 0x13),
+  decided on its sub-message (packet byte 8; gpu-admin-tools FspRpc.prc_*). `nvlink =
+  "isolate"` refuses the NVLink link mask (0x0A, what gpu-admin-tools' block_nvlinks sends);
+  `persistent_settings = "deny"` (GH100) refuses ECC (0x01), reset coupling (0x04) and knob
+  writes (0x0D: CC mode, PPCIe, ...), in every scope. Knob reads (0x0C) pass. With nothing
+  refused there is no guard.
 - `config_mirror`: the BAR0 mirrors of PCI config space. Guest drivers use them (nouveau's MSI
   re-arm, the open driver's bus-interface code), and a write through them bypasses the VMM's
   config-space virtualization. `virtualize` (the default) redirects function 0's mirror to the
@@ -34,7 +40,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from ..errors import PolicyError, shown
-from ..guards import NVDM_FIRMWARE_UPDATE, FspGuard, nvdm_type
+from ..guards import NVDM_FIRMWARE_UPDATE, PRC_SUBMESSAGES, FspGuard, nvdm_type
 from ..rules import ACTIONS, Rule
 from .devinfo import find_units
 from .profile import Device, Option, Profile, Resolved
@@ -75,6 +81,16 @@ FSP_DENY = Option(
     "more NVDM message types the FSP guard refuses (names or numbers)",
     parse=parse_nvdm_types,
 )
+PERSISTENT = Option(
+    "persistent_settings",
+    ("deny", "allow"),
+    "deny",
+    "refuse FSP messages that change settings the next tenant inherits (ECC, reset coupling, "
+    "knobs)",
+)
+#: PRC sub-messages each GH100 choice refuses (gpu-admin-tools nvidia_gpu_tools.py FspRpc).
+PRC_NVLINK = (PRC_SUBMESSAGES["nvlink_mask"],)
+PRC_PERSISTENT = tuple(PRC_SUBMESSAGES[n] for n in ("ecc", "reset_coupling", "knob_write"))
 CONFIG_MIRROR = Option(
     "config_mirror",
     ("virtualize", "deny", "readonly", "allow"),
@@ -297,17 +313,23 @@ class Gh100Profile(NvidiaProfile):
     name = "nvidia-gh100"
     title = "NVIDIA H100 (GH100): NVLink units, FSP mailbox guard, config mirror"
     family = "gh100"
-    options = (NVLINK, FIRMWARE, FSP_DENY, CONFIG_MIRROR)
+    options = (NVLINK, FIRMWARE, PERSISTENT, FSP_DENY, CONFIG_MIRROR)
     mirror_targets: ClassVar[Mapping[str, str]] = {"NV_EP_PCFGM": "config"}
     #: The FSP range is audited; the guard inside it decides the mailbox.
     firmware_action = "audit"
 
     def guard(self, choices: Mapping[str, str]) -> list[Rule]:
-        """The FSP guard on the map's mailbox registers, refusing the denied NVDM types."""
+        """The FSP guard on the map's mailbox registers, refusing the denied NVDM types and
+        PRC sub-messages."""
         denied = {int(t, 16) for t in choices["fsp_deny_types"].split(",") if t}
         if choices["firmware_update"] == "deny":
             denied.add(NVDM_FIRMWARE_UPDATE)
-        if not denied:
+        prc: set[int] = set()
+        if choices["nvlink"] == "isolate":
+            prc.update(PRC_NVLINK)
+        if choices["persistent_settings"] == "deny":
+            prc.update(PRC_PERSISTENT)
+        if not denied and not prc:
             return []
         m = self.map
         return [
@@ -317,6 +339,7 @@ class Gh100Profile(NvidiaProfile):
                 queue=m.find("NV_PFSP_QUEUE").offset,
                 msgq=m.find("NV_PFSP_MSGQ").offset,
                 deny_types=sorted(denied),
+                deny_prc=sorted(prc),
                 priority=GUARD_PRIORITY,
             )
         ]

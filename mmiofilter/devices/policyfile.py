@@ -123,7 +123,8 @@ def load_policy_file(source: object) -> PolicyFile:
                 f"{profile.name!r} is for"
             )
     elif ids is not None:
-        profile = profile_for_ids(*ids)
+        known = config is not None and (config.vendor, config.device) == ids
+        profile = profile_for_ids(*ids, config.class_code if known and config else None)
     else:
         raise PolicyError(f"{where}: [options] need a profile (or a device or config to pick one)")
     options: Any = doc.get("options", {})

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -136,9 +136,11 @@ UNSOURCED = Provenance("", False, "built in code, not read from a map")
 class DeviceInfoSpec:
     """How to walk a GPU's device-info table (always in BAR0) and size the units it lists.
 
-    `entries` is the most rows the table holds; `config` and `version` are the GH100 format's
-    NV_PTOP_DEVICE_INFO_CFG offset and expected VERSION field. `unit_size` is the extent given to
-    units of type `ioctrl_type`.
+    `entries` is the most rows the table holds (in the GH100 format, the bound on the NUM_ROWS
+    the CFG register reports); `config` and `version` are the GH100 format's
+    NV_PTOP_DEVICE_INFO_CFG offset and expected VERSION field. `rows` (GH100 format, optional)
+    is the array the chip's own header documents: rows past NUM_ROWS and below it must be empty
+    (None: up to `entries`). `unit_size` is the extent given to units of type `ioctrl_type`.
     """
 
     format: str
@@ -149,6 +151,7 @@ class DeviceInfoSpec:
     config: int | None = None
     version: int | None = None
     provenance: Provenance = UNSOURCED
+    rows: int | None = field(default=None, kw_only=True)
     ioctrl_type_provenance: Provenance = UNSOURCED
     unit_size_provenance: Provenance = UNSOURCED
 
@@ -179,12 +182,22 @@ class DeviceInfoSpec:
                 raise ValueError("device_info: the gh100 format needs a 4-aligned config offset")
             if self.version is not None and not (_is_int(self.version) and 0 <= self.version <= 15):
                 raise ValueError("device_info: version must be 0..15")
-        elif self.config is not None or self.version is not None:
-            raise ValueError("device_info: config and version belong to the gh100 format only")
+            rows_ok = self.rows is None or (_is_int(self.rows) and 1 <= self.rows <= self.entries)
+            if not rows_ok:
+                raise ValueError(f"device_info: rows must be 1..entries ({self.entries})")
+        elif self.config is not None or self.version is not None or self.rows is not None:
+            raise ValueError(
+                "device_info: config and version belong to the gh100 format only (rows too)"
+            )
 
     @property
     def table_end(self) -> int:
         return self.base + 4 * self.entries
+
+    @property
+    def empty_rows_end(self) -> int:
+        """Rows past NUM_ROWS and below this are checked empty."""
+        return self.entries if self.rows is None else self.rows
 
 
 @dataclass(frozen=True)
@@ -488,10 +501,12 @@ class _Parser:
             raise self.fail(ctx, f"unknown format {fmt!r} (one of: {', '.join(DEVINFO_FORMATS)})")
         required: tuple[str, ...] = ("format", "base", "entries", "ioctrl_type", "unit_size")
         required += ("source", "confirmed")
+        optional: tuple[str, ...] = ("note",)
         if fmt == "gh100":
             # The newer format says how many rows it holds in a CFG register, and its version.
             required += ("config", "version")
-        self.keys(ctx, t, required, ("note",))
+            optional += ("rows",)
+        self.keys(ctx, t, required, optional)
         if 0 not in bar_sizes:
             raise self.fail(ctx, "the device-info table lives in BAR0, which is not declared")
         bar0 = bar_sizes[0]
@@ -507,11 +522,22 @@ class _Parser:
             if config % 4:
                 raise self.fail(ctx, f"field 'config' = {config:#x} is not 4-byte aligned")
             version = self.int_(ctx, t, "version", 0, 15)
+        rows = self.int_(ctx, t, "rows", 1, entries) if "rows" in t else None
         p = self.provenance(ctx, t)
         ioctrl_type, p_type = self.fact(
             f"{ctx}.ioctrl_type", t["ioctrl_type"], 0, (1 << TYPE_ENUM_BITS[fmt]) - 1
         )
         unit_size, p_size = self.fact(f"{ctx}.unit_size", t["unit_size"], 1, bar0)
         return DeviceInfoSpec(
-            fmt, base, entries, ioctrl_type, unit_size, config, version, p, p_type, p_size
+            fmt,
+            base,
+            entries,
+            ioctrl_type,
+            unit_size,
+            config,
+            version,
+            p,
+            p_type,
+            p_size,
+            rows=rows,
         )

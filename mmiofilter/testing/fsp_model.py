@@ -20,7 +20,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..guards import FspGuard
+from ..guards import NVDM_PRC, FspGuard
 from ..results import Outcome
 
 EMEM_BYTES = 65536
@@ -33,6 +33,7 @@ MSG_TYPE_VENDOR_PCI, MSG_VENDOR_NV = 0x7E, 0x10DE
 NVDM_FSP_RESPONSE = 0x15
 ERR_NOT_SUPPORTED = 0xA0
 REPLY_BYTES = 20
+PORTS = 8  # the guard owns all eight ports, queues and message queues
 
 
 class Device(Protocol):
@@ -95,6 +96,7 @@ class Queue:
     seen: dict[bool, int] = field(default_factory=dict)  # MSGQ {is_tail: value} since due
     msg: Msg = Msg.NONE
     msg_type: int = 0
+    msg_sub: int = 0  # a PRC message's sub-message (packet byte 8)
     next_seq: int = 0
     reply: Reply | None = None
 
@@ -161,7 +163,7 @@ class FspGuardModel:
         self._fresh()
 
     def _fresh(self) -> None:
-        n = self.guard.channels
+        n = PORTS
         self.ports = [Port() for _ in range(n)]
         self.queues = [Queue() for _ in range(n)]
         self.shadow = bytearray(EMEM_BYTES)
@@ -187,14 +189,10 @@ class FspGuardModel:
 
     def swap(self, new_guard: FspGuard, device: Device | None = None) -> None:
         """A policy update: the same registers keep the state (judged under the new
-        parameters from now on); other registers start a fresh state, armed on `device`."""
+        parameters from now on); other registers start a fresh state, armed on `device`. The
+        channel count is not a register: the guard owns all eight ports whatever it is."""
         g = self.guard
-        same = (g.emem, g.queue, g.msgq, g.channels) == (
-            new_guard.emem,
-            new_guard.queue,
-            new_guard.msgq,
-            new_guard.channels,
-        )
+        same = (g.emem, g.queue, g.msgq) == (new_guard.emem, new_guard.queue, new_guard.msgq)
         self.guard = new_guard
         if not same:
             self._fresh()
@@ -209,7 +207,7 @@ class FspGuardModel:
     # ---- the access path -------------------------------------------------------------
 
     def _owns(self, offset: int) -> bool:
-        span = 8 * self.guard.channels
+        span = 8 * PORTS
         return any(b <= offset < b + span for b in self.guard.registers_bases())
 
     def _decode(self, offset: int) -> tuple[str, int]:
@@ -220,7 +218,7 @@ class FspGuardModel:
             (g.queue, ("QHEAD", "QTAIL")),
             (g.msgq, ("MHEAD", "MTAIL")),
         ):
-            if base <= offset < base + 8 * g.channels:
+            if base <= offset < base + 8 * PORTS:
                 return names[(offset - base) % 8 // 4], (offset - base) // 8
         raise ValueError(f"{offset:#x} is not a register of the guard")
 
@@ -346,6 +344,8 @@ class FspGuardModel:
             return Outcome.PASS, v, ""
         if not pt.known or pt.out_of_step:
             return Outcome.BLOCKED, 0, f"EMEMD({i}) write: address unknown"
+        if pt.addr >= self.guard.channels * self.guard.max_packet:
+            return Outcome.BLOCKED, 0, f"EMEMD({i}) write at {pt.addr:#x}: outside the channels"
         if self._in_flight_at(pt.addr, dev):
             return Outcome.BLOCKED, 0, f"EMEMD({i}) write into a queued packet"
         dev.write(off, 4, value)
@@ -365,6 +365,8 @@ class FspGuardModel:
             if ch.held is not None:
                 return Outcome.EMULATED, ch.held, ""
             return Outcome.PASS, dev.read(off, 4), ""
+        if q >= self.guard.channels:
+            return Outcome.BLOCKED, 0, f"QUEUE_TAIL({q}): queue closed"
         if not self._idle(q, dev):
             return Outcome.BLOCKED, 0, f"QUEUE_TAIL({q}): packet in flight"
         ch.held = value
@@ -385,18 +387,16 @@ class FspGuardModel:
 
     def _doorbell(self, q: int, h: int, dev: Device) -> Decision:
         g, ch = self.guard, self.queues[q]
+        if q >= g.channels:
+            return Outcome.BLOCKED, 0, f"QUEUE_HEAD({q}): queue closed"
         if not self._idle(q, dev):
             return Outcome.BLOCKED, 0, f"doorbell {q}: previous packet not taken"
         if ch.held is None:
             return Outcome.BLOCKED, 0, f"doorbell {q}: no packet queued"
         t, ch.held = ch.held, None  # from here the held tail is used, whatever happens
-        if not (
-            h % 4 == 0
-            and t % 4 == 0
-            and t >= h + 4
-            and t - h + 4 <= g.max_packet
-            and t + 4 <= EMEM_BYTES
-        ):
+        if h != q * g.max_packet:  # every public driver queues at its channel's base
+            return Outcome.BLOCKED, 0, f"doorbell {q}: head {h:#x} off base"
+        if not (t % 4 == 0 and t >= h + 4 and t - h + 4 <= g.max_packet):
             # doc silent: no emulated reply for a packet out of bounds (the doc replies to a
             # refused EOM or unreadable packet; this one was not looked at).
             return Outcome.BLOCKED, 0, f"doorbell: bad bounds {h:#x}..{t + 4:#x}"
@@ -438,7 +438,7 @@ class FspGuardModel:
 
     def _check(self, ch: Queue, h: int, t: int) -> _Check:
         """Checks 6 and 7 of the doorbell, on the shadow, and follow the message."""
-        deny = self.guard.deny_types
+        deny, deny_prc = self.guard.deny_types, self.guard.deny_prc
         for a in range(h, t + 4, 4):
             if a not in self.valid:
                 # doc silent: an unreadable packet ends the message in progress.
@@ -455,14 +455,29 @@ class FspGuardModel:
                 # ends (a following continuation is one of no message).
                 ch.msg = Msg.NONE
                 return _Check(False, nvdm, True, f"doorbell: bad message header {hdr:#x}")
-            ch.msg_type = nvdm
+            ch.msg_type, ch.msg_sub = nvdm, 0
+            if nvdm == NVDM_PRC and nvdm not in deny:
+                # PRC is decided on its sub-message, packet byte 8 (byte 9: the scope)
+                if t - h < 8:
+                    ch.msg = Msg.NONE if eom else Msg.REFUSING
+                    return _Check(False, nvdm, eom, "prc without its sub-message refused")
+                ch.msg_sub = self.shadow[h + 8]
+                if ch.msg_sub in deny_prc:
+                    ch.msg = Msg.NONE if eom else Msg.REFUSING
+                    scope = self.shadow[h + 9]
+                    return _Check(
+                        False, nvdm, eom, f"prc {ch.msg_sub:#04x} (scope {scope:#x}) refused"
+                    )
             if nvdm in deny:
                 ch.msg = Msg.NONE if eom else Msg.REFUSING
                 return _Check(False, nvdm, eom, f"nvdm {nvdm:#04x} refused")
             ch.msg = Msg.NONE if eom else Msg.OPEN
             ch.next_seq = (seq + 1) & 3
             return _Check(True, nvdm, eom)
-        if ch.msg is Msg.OPEN and seq == ch.next_seq and ch.msg_type not in deny:
+        still_allowed = ch.msg_type not in deny and not (
+            ch.msg_type == NVDM_PRC and ch.msg_sub in deny_prc
+        )
+        if ch.msg is Msg.OPEN and seq == ch.next_seq and still_allowed:
             ch.msg = Msg.NONE if eom else Msg.OPEN
             ch.next_seq = (ch.next_seq + 1) & 3
             return _Check(True, ch.msg_type, eom)
@@ -483,6 +498,8 @@ class FspGuardModel:
     ) -> Decision:
         ch = self.queues[q]
         r = ch.reply
+        if is_write and q >= self.guard.channels:
+            return Outcome.BLOCKED, 0, f"MSGQ_{'TAIL' if is_tail else 'HEAD'}({q}): queue closed"
         if r is None:
             if not is_write:
                 v = dev.read(off, 4)
@@ -512,6 +529,8 @@ class FspGuardModel:
             r.tail = value
         else:
             r.head = value
-            if r.head == r.tail:  # the driver's last write ends the reply
-                ch.reply = None  # it lived in the guard only: EMEM is untouched
+        # A write that leaves it empty consumes it: the open driver writes TAIL = HEAD then
+        # HEAD, gpu-admin-tools TAIL = HEAD alone.
+        if r.head == r.tail:
+            ch.reply = None  # it lived in the guard only: EMEM is untouched
         return Outcome.EMULATED, 0, "refusal reply"

@@ -25,7 +25,7 @@ from ..devices.policyfile import PolicyFile
 from ..devices.profile import Resolved
 from ..devices.regmap import RegisterMap, load_map
 from ..filter import BarFilter
-from ..simulated.fsp import SimFsp
+from ..simulated.fsp import PORTS, SimFsp
 from ..simulated.gv100 import SimulatedBar, apply_gv100_isolation
 from .devices import FakeDevice
 from .filters import DEFAULT_PAGE_SIZE, _devices_of, backend_of
@@ -157,7 +157,7 @@ def _map(family: str) -> RegisterMap:
 
 def _touches(fsp: SimFsp, offset: int, width: int) -> bool:
     """Whether an access touches a register of the FSP mailbox (EMEMC/D, QUEUE, MSGQ)."""
-    span = 8 * fsp.channels
+    span = 8 * PORTS  # the mailbox has eight of each register, whatever the guard uses
     return any(
         base < offset + width and offset < base + span
         for base in (fsp.emem_base, fsp.queue_base, fsp.msgq_base)
