@@ -13,7 +13,9 @@
 /* A compiled rule: what the access path needs to know about the owner of a byte. Names are
  * kept apart (t->names): they are only read to record an event. */
 struct mf_crule {
-    uint64_t start;
+    uint64_t start, size;
+    uint64_t target_offset; /* redirect: where byte `start` lands in the target */
+    uint32_t target;        /* redirect: index into the filter's targets */
     /* value and mask bytes live in the table's pool; bytes past *_len are 0 */
     uint32_t value_off, value_len, mask_off, mask_len;
     uint32_t guard; /* index into the table's guards (action MF_GUARD), else MF_NO_RULE */
@@ -142,6 +144,8 @@ void mf_ring_push(struct mf_ring *r, uint32_t bar, const struct mf_access *acc, 
 struct mf_filter {
     _Atomic(struct mf_table *) cur;
     struct mf_backend backend;
+    struct mf_backend targets[MF_TARGETS_MAX]; /* redirect rules' backends, by index */
+    size_t ntargets;
     uint32_t bar;
     pthread_mutex_t update_lock;
     struct mf_ring ring;
@@ -153,7 +157,8 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
 
 /* Hazard pointers (hazard.c): a reader announces the table it reads; an updater waits until
  * no reader announces the table it has just unpublished before handing it back. */
-struct mf_table *mf_hazard_enter(_Atomic(struct mf_table *) *src);
+/* NULL with *rc = MF_ENESTED or MF_ENOMEM when the thread cannot announce one more table. */
+struct mf_table *mf_hazard_enter(_Atomic(struct mf_table *) *src, int *rc);
 void mf_hazard_exit(void);
 bool mf_hazard_inside(void);
 void mf_hazard_wait_unused(const struct mf_table *old);

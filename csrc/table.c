@@ -9,25 +9,12 @@
  * Nothing here is proportional to the BAR or the number of pages: a 64 GiB BAR with k rules
  * costs O(k) memory and O(k log k) time.
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "actions.h"
 #include "guard.h"
 #include "internal.h"
-
-void mf_set_error(struct mf_error *err, int64_t rule, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    err->rule = rule;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- ownership order ----------------------------------------------------------------- */
 
@@ -126,8 +113,9 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
                      cfg->unaligned);
         return MF_EINVAL;
     }
-    if (n > (1u << 30)) {
-        mf_set_error(err, -1, "%zu rules is more than the 2^30 a table holds", n);
+    if (n > MF_RULES_MAX) {
+        mf_set_error(err, -1, "%zu rules is more than the %u a table holds", n,
+                     (unsigned)MF_RULES_MAX);
         return MF_EINVAL;
     }
     if (n && !rules) {
@@ -146,11 +134,15 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
             mf_set_error(err, (int64_t)i, "rule %s: unknown action %u", r->name, r->action);
             return MF_EINVAL;
         }
+        if (r->size == 0) {
+            mf_set_error(err, (int64_t)i, "rule %s: size must be at least 1", r->name);
+            return MF_EINVAL;
+        }
         /* written so that nothing wraps: start <= bar_size, then size <= what is left */
-        if (r->size == 0 || r->start > cfg->bar_size || r->size > cfg->bar_size - r->start) {
+        if (r->start > cfg->bar_size || r->size > cfg->bar_size - r->start) {
             mf_set_error(err, (int64_t)i,
-                         "rule %s: [%#llx, +%#llx) is empty or outside the BAR of size %#llx",
-                         r->name, (unsigned long long)r->start, (unsigned long long)r->size,
+                         "rule %s: [%#llx, +%#llx) lies outside the BAR [0, %#llx)", r->name,
+                         (unsigned long long)r->start, (unsigned long long)r->size,
                          (unsigned long long)cfg->bar_size);
             return MF_EINVAL;
         }
@@ -160,7 +152,18 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
             return MF_EINVAL;
         }
         if (mf_action(r->action)->redirected) {
-            mf_set_error(err, (int64_t)i, "rule %s: redirect is not supported yet", r->name);
+            /* the target's last byte + 1 must be representable, as a BAR's end is */
+            if (r->target >= MF_TARGETS_MAX || r->target_offset > UINT64_MAX - r->size) {
+                mf_set_error(err, (int64_t)i,
+                             "rule %s: redirect to target #%u at %#llx + %#llx bytes: no "
+                             "such target index or the range passes 2^64",
+                             r->name, r->target, (unsigned long long)r->target_offset,
+                             (unsigned long long)r->size);
+                return MF_EINVAL;
+            }
+        } else if (r->target || r->target_offset) {
+            mf_set_error(err, (int64_t)i, "rule %s: target on a %s rule (redirect only)",
+                         r->name, mf_action(r->action)->name);
             return MF_EINVAL;
         }
         if (mf_action(r->action)->guarded) {
@@ -376,6 +379,9 @@ static int copy_rules(struct mf_table *t, const struct mf_rule *rules, size_t n)
         struct mf_crule *c = &t->rules[i];
         strcpy(t->names[i], rules[i].name); /* length checked by validate() */
         c->start = rules[i].start;
+        c->size = rules[i].size;
+        c->target = rules[i].target;
+        c->target_offset = rules[i].target_offset;
         c->action = rules[i].action;
         c->guard = MF_NO_RULE;
         if (mf_action(rules[i].action)->guarded) {

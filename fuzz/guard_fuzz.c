@@ -808,7 +808,7 @@ static void op_swap(struct input *in, struct world *w)
         w->cfg.partial ^= 1;
     struct mf_table *old = NULL;
     struct mf_table *t = compile(w);
-    if (mf_filter_update(w->f, t, &old) != MF_OK || !old)
+    if (mf_filter_update(w->f, t, &old, NULL) != MF_OK || !old)
         FAIL("policy update refused");
     mf_table_free(old);
 }
@@ -818,7 +818,7 @@ static void new_filter(struct world *w)
     struct mf_backend be = {.kind = MF_BACKEND_CALLBACK, .read = dev_read, .write = dev_write,
                             .ctx = w};
     struct mf_error err;
-    w->f = mf_filter_new(&be, 0, 8, compile(w), &err);
+    w->f = mf_filter_new(&be, NULL, 0, 0, 8, compile(w), &err);
     if (!w->f)
         FAIL("mf_filter_new: %s", err.message);
 }

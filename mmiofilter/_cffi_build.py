@@ -20,6 +20,7 @@ SOURCES = [
     "layout.c",
     "access.c",
     "backend.c",
+    "errors.c",
     "events.c",
     "hazard.c",
     "filter.c",

@@ -11,15 +11,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from . import _binding as cb
 from .errors import PolicyError, shown
 
-#: Actions from the least to the most restrictive: the tie-break order of DESIGN §2.
-ACTIONS: tuple[str, ...] = ("allow", "audit", "readonly", "mask", "emulate", "deny")
-PARTIAL_MODES: tuple[str, ...] = ("deny", "split")
-UNALIGNED_MODES: tuple[str, ...] = ("allow", "deny")
-NUM_BARS = 6
-#: Names travel in fixed-size event records of the C core (63 bytes and a NUL).
-MAX_NAME_BYTES = 63
+#: A rule's actions, from the least to the most restrictive: the tie-break order of
+#: docs/contract-details.md (a guard, between readonly and audit, is a rule of its own class).
+ACTIONS: tuple[str, ...] = ("allow", "audit", "readonly", "mask", "redirect", "emulate", "deny")
+PARTIAL_MODES: tuple[str, ...] = tuple(cb.PARTIAL_CODE)
+UNALIGNED_MODES: tuple[str, ...] = tuple(cb.UNALIGNED_CODE)
+NUM_BARS: int = cb.NUM_BARS
+#: Names travel in fixed-size event records of the C core (MF_NAME_MAX with the NUL).
+MAX_NAME_BYTES: int = cb.NAME_MAX_BYTES
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 U64_MAX = 2**64 - 1
 _NAME_OK = re.compile(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")
@@ -30,12 +32,14 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Rule:
-    """A byte range `[start, start+size)` of one BAR with an action (DESIGN §1, §2).
+    """A byte range `[start, start+size)` of one BAR with an action (docs/contract-details.md).
 
     `value` and `mask` are laid little-endian over the rule's bytes: byte i of the rule is
-    `(value >> 8*i) & 0xFF`.
+    `(value >> 8*i) & 0xFF`. A `redirect` rule names its `target` (a backend the filter is
+    given as `BarFilter(..., targets={name: backend})`); byte i of the rule is byte
+    `target_offset + i` of the target.
     """
 
     name: str
@@ -46,6 +50,8 @@ class Rule:
     mask: int = field(default=0, kw_only=True)
     priority: int = field(default=0, kw_only=True)
     bar: int = field(default=0, kw_only=True)
+    target: str = field(default="", kw_only=True)
+    target_offset: int = field(default=0, kw_only=True)
 
     #: The actions this kind of rule may have (a guard is a rule whose action is "guard").
     allowed_actions: ClassVar[tuple[str, ...]] = ACTIONS
@@ -62,7 +68,7 @@ class Rule:
         if len(self.name.encode()) > MAX_NAME_BYTES:
             raise PolicyError(f"rule {self.name!r}: name is longer than {MAX_NAME_BYTES} bytes")
         where = f"rule {self.name!r}"
-        for fname in ("start", "size", "value", "mask", "priority", "bar"):
+        for fname in ("start", "size", "value", "mask", "priority", "bar", "target_offset"):
             if not _is_int(getattr(self, fname)):
                 raise PolicyError(
                     f"{where}: {fname} must be an integer, not {shown(getattr(self, fname))}"
@@ -97,6 +103,45 @@ class Rule:
             raise PolicyError(
                 f"{where}: bar {shown(self.bar)} is not a BAR index 0..{NUM_BARS - 1}"
             )
+        self._check_target(where)
+
+    def _check_target(self, where: str) -> None:
+        if not isinstance(self.target, str):
+            raise PolicyError(f"{where}: target must be a string, not {shown(self.target)}")
+        if self.action != "redirect":
+            if self.target or self.target_offset:
+                raise PolicyError(
+                    f"{where}: target and target_offset belong to redirect rules, not "
+                    f"{self.action}"
+                )
+            return
+        if not self.target.isidentifier() or not self.target.isascii():
+            raise PolicyError(
+                f"{where}: a redirect rule needs a target name (an identifier such as "
+                f"'config'), not {shown(self.target)}"
+            )
+        # the target's last byte + 1 must be representable, as a BAR's end is
+        if self.target_offset < 0 or self.target_offset + self.size > U64_MAX:
+            raise PolicyError(
+                f"{where}: target_offset {shown(self.target_offset)} + size {self.size:#x} "
+                "is outside 0..2**64-1"
+            )
+
+    def __repr__(self) -> str:
+        # as it would be written: the keyword fields only where they differ from the default
+        extra = "".join(
+            f", {f}={getattr(self, f)!r}"
+            for f, default in (
+                ("value", 0),
+                ("mask", 0),
+                ("priority", 0),
+                ("bar", 0),
+                ("target", ""),
+                ("target_offset", 0),
+            )
+            if getattr(self, f) != default
+        )
+        return f"Rule({self.name!r}, {self.start:#x}, {self.size:#x}, {self.action!r}{extra})"
 
     @property
     def end(self) -> int:

@@ -36,7 +36,7 @@ from hypothesis.stateful import (
 from mmiofilter._core import ffi, lib
 
 import mmiofilter as mf
-from mmiofilter.results import OUTCOME_BY_CODE
+from mmiofilter._binding import OUTCOME_BY_CODE
 from mmiofilter.testing import (
     ModelDevice,
     ModelFilter,

@@ -67,7 +67,7 @@ int main(void)
 {
     struct mf_backend be = {.kind = MF_BACKEND_MEMORY, .base = bar, .length = sizeof bar};
     struct mf_error err;
-    struct mf_filter *f = mf_filter_new(&be, 0, 4, compile(0xFF), &err);
+    struct mf_filter *f = mf_filter_new(&be, NULL, 0, 0, 4, compile(0xFF), &err);
     CHECK(f);
     uint8_t o;
 
@@ -105,7 +105,7 @@ int main(void)
         CHECK(pthread_create(&th[i], NULL, reader, f) == 0);
     for (int i = 0; i < 2000; i++) {
         struct mf_table *old = NULL;
-        CHECK(mf_filter_update(f, compile((uint8_t)(1 + i % 200)), &old) == MF_OK);
+        CHECK(mf_filter_update(f, compile((uint8_t)(1 + i % 200)), &old, NULL) == MF_OK);
         uint64_t hits[3];
         mf_table_counters(old, hits, 3);
         mf_table_free(old);
