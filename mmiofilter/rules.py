@@ -111,8 +111,7 @@ class Rule:
         if self.action != "redirect":
             if self.target or self.target_offset:
                 raise PolicyError(
-                    f"{where}: target and target_offset belong to redirect rules, not "
-                    f"{self.action}"
+                    f"{where}: target and target_offset belong to redirect rules, not {self.action}"
                 )
             return
         if not self.target.isidentifier() or not self.target.isascii():

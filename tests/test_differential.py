@@ -140,11 +140,12 @@ def test_core_matches_model(s: tuple[int, int, mf.Policy, list[Access | mf.Polic
 def test_layout_matches_model_and_is_sound(data: st.DataObject) -> None:
     page = data.draw(page_sizes())
     size = data.draw(bar_sizes(page))
-    policy = data.draw(policies(size))
-    f = mf.BarFilter(
-        size, policy, mf.CallbackBackend(lambda o, w: 0, lambda o, w, v: None), page_size=page
+    policy = data.draw(policies(size, targets=TARGETS))
+    nothing = mf.CallbackBackend(lambda o, w: 0, lambda o, w, v: None)
+    f = mf.BarFilter(size, policy, nothing, page_size=page, targets=dict.fromkeys(TARGETS, nothing))
+    m = ModelFilter(
+        size, policy, ModelDevice(), page_size=page, targets={n: ModelDevice() for n in TARGETS}
     )
-    m = ModelFilter(size, policy, ModelDevice(), page_size=page)
     got, want = f.layout, m.layout
     assert got.direct == want.direct
     assert got.collateral == want.collateral
@@ -176,16 +177,32 @@ def test_layout_matches_model_and_is_sound(data: st.DataObject) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_memory_backend_matches_model(data: st.DataObject) -> None:
-    """The exact-width volatile path over a real buffer ends with the model's device bytes."""
+    """The exact-width volatile path over real buffers (the BAR and two memory targets) ends
+    with the model's bytes."""
     page = 4096
     size = data.draw(st.sampled_from([0x400, 0x1000, 0x1800, 0x4000]))
-    policy = data.draw(policies(size))
+    tsize = 0x2000
+    policy = data.draw(policies(size, targets=TARGETS, target_size=tsize))
     init = data.draw(st.binary(min_size=size, max_size=size))
+    # the targets' contents need not be drawn: any pattern distinct from the BAR's will do
+    tinit = {
+        n: bytes((i * 7 + k * 0x55) & 0xFF for i in range(tsize)) for k, n in enumerate(TARGETS)
+    }
     buf = bytearray(init)
-    f = mf.BarFilter(size, policy, mf.MemoryBackend(buf), page_size=page)
+    tbufs = {n: bytearray(b) for n, b in tinit.items()}
+    f = mf.BarFilter(
+        size,
+        policy,
+        mf.MemoryBackend(buf),
+        page_size=page,
+        targets={n: mf.MemoryBackend(b) for n, b in tbufs.items()},
+    )
     mdev = ModelDevice(init)
-    m = ModelFilter(size, policy, mdev, page_size=page)
+    mtargets = {n: ModelDevice(b) for n, b in tinit.items()}
+    m = ModelFilter(size, policy, mdev, page_size=page, targets=mtargets)
     for acc in data.draw(st.lists(accesses(size, policy), max_size=30)):
         assert f.access(*acc) == m.access(*acc)
     assert bytes(buf) == bytes(mdev.byte(i) for i in range(size))
+    for n in TARGETS:
+        assert bytes(tbufs[n]) == bytes(mtargets[n].byte(i) for i in range(tsize))
     assert f.drain_events() == m.drain_events()

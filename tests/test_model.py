@@ -731,10 +731,10 @@ def test_redirect_is_one_target_access_of_the_same_width_counted_not_an_event() 
 
 def test_redirect_naming_a_target_the_filter_lacks_is_refused() -> None:
     r = Rule("mirror", 0, 4, "redirect", target="window")
-    with pytest.raises(PolicyError, match="'mirror'.*'window'"):
+    with pytest.raises(PolicyError, match=r"'mirror'.*'window'"):
         make([r])
     f = make([])
-    with pytest.raises(PolicyError, match="'mirror'.*'window'"):
+    with pytest.raises(PolicyError, match=r"'mirror'.*'window'"):
         f.update(Policy([r]))
 
 

@@ -43,9 +43,7 @@ class TableStats:
     indexed_pages: int
 
 
-def compile_table(
-    crules: cb.RuleArray, bar_size: int, page_size: int
-) -> tuple[Any, TableStats]:
+def compile_table(crules: cb.RuleArray, bar_size: int, page_size: int) -> tuple[Any, TableStats]:
     """Compile with `mf_table_compile`, timing only the C call."""
     cfg = cb.make_config(bar_size, page_size, 0xFF, "deny", "allow")
     err = ffi.new("struct mf_error *")

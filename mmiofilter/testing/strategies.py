@@ -198,9 +198,7 @@ def policies(
     chosen: list[Rule] = []
     edges: list[int] = []
     for i in range(n):
-        rule = draw(
-            rules(bar_size, bar=bar, near=edges, targets=targets, target_size=target_size)
-        )
+        rule = draw(rules(bar_size, bar=bar, near=edges, targets=targets, target_size=target_size))
         rule = replace(rule, name=_unique(rule.name, used, i))
         chosen.append(rule)
         edges += [rule.start, rule.end]
