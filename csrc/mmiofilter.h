@@ -10,8 +10,9 @@
  *   1. Describe the rules of one BAR (struct mf_rule) and compile them with mf_table_compile().
  *      A table is immutable: the rules resolved into non-overlapping byte runs, the index that
  *      finds the run of any offset, the page layout. Only its hit counters change.
- *   2. Create a filter with mf_filter_new(): a backend (how to reach the device), the BAR index,
- *      an event-ring capacity and the first table, which the filter then owns.
+ *   2. Create a filter with mf_filter_new(): a backend (how to reach the device), the backends
+ *      redirect rules are served by (targets, by index), the BAR index, an event-ring capacity
+ *      and the first table, which the filter then owns.
  *   3. Call mf_access() (one access) or mf_access_batch() (many) from any number of threads.
  *   4. Swap policies with mf_filter_update(): the new table is published atomically and the old
  *      one is handed back once no access can still be reading it.

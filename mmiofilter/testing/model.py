@@ -11,7 +11,7 @@ Where each part comes from:
 - `owner`: DESIGN §2, "Which rule owns a byte".
 - `ModelDevice`: the device behind a backend (DESIGN §1), little-endian, logging every access.
 - `ModelFilter.access`, `read`, `write`: DESIGN §3 and contract-details items 1-5 and 9;
-  redirect: DESIGN §2 and contract-details item 13.
+  redirect: contract-details item 13.
 - Events, `drain_events`, `dropped_events`: DESIGN §3 and contract-details items 6-7.
 - `counters`, `update`: contract-details item 8 and DESIGN §5.
 - `compute_layout`, `ModelFilter.layout`: DESIGN §4.
@@ -36,8 +36,8 @@ UNALIGNED_RULE = "(unaligned)"
 #: Smallest page size DESIGN §1 allows.
 MIN_PAGE_SIZE = 4096
 
-# DESIGN §2: on a priority tie, deny > emulate > redirect > mask > readonly > guard > audit >
-# allow.
+# contract-details 1: on a priority tie, deny > emulate > redirect > mask > readonly > guard >
+# audit > allow.
 _TIE_ORDER = ("allow", "audit", "guard", "readonly", "mask", "redirect", "emulate", "deny")
 _RESTRICTIVENESS = {action: rank for rank, action in enumerate(_TIE_ORDER)}
 # contract-details 1: which bytes pass to the device on a read, which are kept from it on a
@@ -256,7 +256,7 @@ class ModelFilter:
         self.bar = bar
         self.page_size = page_size
         self.device = device
-        #: The backends redirect rules name (DESIGN §2), by name.
+        #: The backends redirect rules name (contract-details 13), by name.
         self.targets: dict[str, Device] = dict(targets or {})
         self._events: deque[Event] = deque(maxlen=ring_capacity)
         self._seq = 0
