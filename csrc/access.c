@@ -131,9 +131,10 @@ static int split_targets(struct mf_filter *f, const struct mf_table *t,
         for (unsigned k = 0; k < p->width; k++)
             sel |= (unsigned)(p->rule[k] == r) << k;
         const struct mf_crule *c = &t->rules[r];
+        const struct mf_redirect *d = &t->redirects[c->redirect];
         /* where byte 0 of the access would land in the target (mod 2^64) */
-        const uint64_t base = c->target_offset + (acc->offset - c->start);
-        int rc = split_access(&f->targets[c->target], base, p->width, sel, is_write, v,
+        const uint64_t base = d->target_offset + (acc->offset - c->start);
+        int rc = split_access(&f->targets[d->target], base, p->width, sel, is_write, v,
                               MF_ETARGET);
         if (rc != MF_OK)
             return rc;
@@ -311,8 +312,9 @@ static __attribute__((noinline)) int access_redirected(struct mf_filter *f, stru
                                                        struct mf_result *res)
 {
     const struct mf_crule *c = &t->rules[r];
-    const struct mf_backend *b = &f->targets[c->target];
-    const uint64_t at = c->target_offset + (acc->offset - c->start);
+    const struct mf_redirect *d = &t->redirects[c->redirect];
+    const struct mf_backend *b = &f->targets[d->target];
+    const uint64_t at = d->target_offset + (acc->offset - c->start);
     atomic_fetch_add_explicit(&t->hits[r], 1, memory_order_relaxed);
     res->outcome = MF_REDIRECTED;
     int rc;

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "actions.h"
 #include "guard.h"
 #include "internal.h"
 
@@ -42,20 +41,18 @@ static int check_backend(const struct mf_backend *b, uint64_t need, const char *
 static int check_targets(const struct mf_backend *targets, size_t ntargets,
                          const struct mf_table *t, struct mf_error *err)
 {
-    for (size_t i = 0; i < t->nrules; i++) {
-        const struct mf_crule *c = &t->rules[i];
-        if (!mf_action(c->action)->redirected)
-            continue;
-        if (c->target >= ntargets) {
-            mf_set_error(err, (int64_t)i,
+    for (size_t k = 0; k < t->nredirects; k++) {
+        const struct mf_redirect *d = &t->redirects[k];
+        if (d->target >= ntargets) {
+            mf_set_error(err, d->rule,
                          "rule %s: redirect target #%u was not given to the filter (it has %zu)",
-                         t->names[i], c->target, ntargets);
+                         t->names[d->rule], d->target, ntargets);
             return MF_EINVAL;
         }
         char what[MF_NAME_MAX + 32];
-        snprintf(what, sizeof what, "rule %s: target #%u", t->names[i], c->target);
-        if (check_backend(&targets[c->target], c->target_offset + c->size, what, err)) {
-            err->rule = (int64_t)i;
+        snprintf(what, sizeof what, "rule %s: target #%u", t->names[d->rule], d->target);
+        if (check_backend(&targets[d->target], d->target_offset + d->size, what, err)) {
+            err->rule = d->rule;
             return MF_EINVAL;
         }
     }

@@ -13,13 +13,23 @@
 /* A compiled rule: what the access path needs to know about the owner of a byte. Names are
  * kept apart (t->names): they are only read to record an event. */
 struct mf_crule {
-    uint64_t start, size;
-    uint64_t target_offset; /* redirect: where byte `start` lands in the target */
-    uint32_t target;        /* redirect: index into the filter's targets */
+    uint64_t start;
     /* value and mask bytes live in the table's pool; bytes past *_len are 0 */
     uint32_t value_off, value_len, mask_off, mask_len;
-    uint32_t guard; /* index into the table's guards (action MF_GUARD), else MF_NO_RULE */
+    /* what the rule's action keeps apart, by action (its row says which): a guard's index
+     * into the table's guards, a redirect's into its redirects; else MF_NO_RULE */
+    union {
+        uint32_t guard;
+        uint32_t redirect;
+    };
     uint8_t action;
+};
+
+/* Where a redirect rule's bytes go: byte start + i of the BAR is byte target_offset + i of
+ * the filter's targets[target]. Kept apart so that other rules stay 32 bytes. */
+struct mf_redirect {
+    uint64_t target_offset, size;
+    uint32_t rule, target;
 };
 
 struct mf_guard; /* guard.h */
@@ -55,6 +65,9 @@ struct mf_table {
 
     size_t nguards;
     struct mf_guard *guards;
+
+    size_t nredirects;
+    struct mf_redirect *redirects;
 
     size_t nruns;
     struct mf_run *runs;

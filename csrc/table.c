@@ -220,7 +220,7 @@ static struct ival *claims(const struct mf_table *t, const struct mf_rule *rules
     k = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t g = t->rules[i].guard;
-        if (g == MF_NO_RULE) {
+        if (!mf_action(t->rules[i].action)->guarded) {
             iv[k++] = (struct ival){rules[i].start, rules[i].start + rules[i].size, (uint32_t)i};
             continue;
         }
@@ -368,22 +368,29 @@ static int copy_rules(struct mf_table *t, const struct mf_rule *rules, size_t n)
     t->names = calloc(n ? n : 1, sizeof *t->names);
     t->hits = calloc(n ? n : 1, sizeof *t->hits);
     t->pool = malloc(pool_len ? pool_len : 1);
-    size_t nguards = 0;
-    for (size_t i = 0; i < n; i++)
+    size_t nguards = 0, nredirects = 0;
+    for (size_t i = 0; i < n; i++) {
         nguards += mf_action(rules[i].action)->guarded;
+        nredirects += mf_action(rules[i].action)->redirected;
+    }
     t->guards = nguards ? calloc(nguards, sizeof *t->guards) : NULL;
-    if (!t->rules || !t->names || !t->hits || !t->pool || (nguards && !t->guards))
+    t->redirects = nredirects ? calloc(nredirects, sizeof *t->redirects) : NULL;
+    if (!t->rules || !t->names || !t->hits || !t->pool || (nguards && !t->guards) ||
+        (nredirects && !t->redirects))
         return MF_ENOMEM;
+    t->footprint += nredirects * sizeof *t->redirects;
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
         struct mf_crule *c = &t->rules[i];
         strcpy(t->names[i], rules[i].name); /* length checked by validate() */
         c->start = rules[i].start;
-        c->size = rules[i].size;
-        c->target = rules[i].target;
-        c->target_offset = rules[i].target_offset;
         c->action = rules[i].action;
         c->guard = MF_NO_RULE;
+        if (mf_action(rules[i].action)->redirected) {
+            t->redirects[t->nredirects] = (struct mf_redirect){
+                rules[i].target_offset, rules[i].size, (uint32_t)i, rules[i].target};
+            c->redirect = (uint32_t)t->nredirects++;
+        }
         if (mf_action(rules[i].action)->guarded) {
             struct mf_guard *g = &t->guards[t->nguards];
             g->rule = (uint32_t)i;
@@ -457,6 +464,7 @@ void mf_table_free(struct mf_table *t)
     for (size_t g = 0; g < t->nguards; g++)
         mf_guard_state_put(t->guards[g].state);
     free(t->guards);
+    free(t->redirects);
     free(t->rules);
     free((void *)t->hits);
     free(t->pool);
