@@ -22,6 +22,8 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 def _rule(r: Rule) -> dict[str, Any]:
     d = {"name": r.name, "bar": r.bar, "start": r.start, "size": r.size, "action": r.action,
          "value": r.value, "mask": r.mask, "priority": r.priority}  # fmt: skip
+    if r.action == "redirect":
+        d.update(target=r.target, target_offset=r.target_offset)
     if isinstance(r, FspGuard):
         d.update(kind=r.kind, registers=r.register_ranges(), deny_types=sorted(r.deny_types))
     return d
@@ -30,6 +32,7 @@ def _rule(r: Rule) -> dict[str, Any]:
 def _rule_line(r: Rule) -> str:
     extra = f" mask={r.mask:#x} value={r.value:#x}" if r.action == "mask" else ""
     extra += f" value={r.value:#x}" if r.action == "emulate" else ""
+    extra += f" target={r.target}+{r.target_offset:#x}" if r.action == "redirect" else ""
     extra += f" priority={r.priority}" if r.priority else ""
     if isinstance(r, FspGuard):
         extra += f" kind={r.kind} deny_types={','.join(f'{t:#04x}' for t in sorted(r.deny_types))}"
