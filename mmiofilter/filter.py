@@ -11,7 +11,7 @@ from __future__ import annotations
 import mmap
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _binding as cb
 from ._core import ffi, lib
@@ -134,7 +134,6 @@ class BarFilter:
         self._lock = threading.Lock()  # serializes update() with counters()
         self._local = threading.local()  # per-thread access/result structs for the C calls
         self._carry: dict[str, int] = {}  # counts from tables that update() retired
-        cb.make_config(size, page_size, 0xFF, "deny", "allow")  # sizes no C integer holds
         be = ffi.new("struct mf_backend *")
         backend._configure(be, size)
         tbes = []
@@ -157,9 +156,8 @@ class BarFilter:
 
     def _validate(self, offset: object, width: object, is_write: bool, value: object) -> None:
         """The core's access checks, for a batch that must be refused before any of it runs."""
-        if not isinstance(width, int) or type(width) is not int or width not in _WIDTHS:
+        if type(width) is not int or width not in _WIDTHS:
             self._fail(lib.MF_EWIDTH, offset, width, value)
-            return
         if type(offset) is not int or offset < 0 or offset + width > self.size:
             self._fail(lib.MF_ERANGE, offset, width, value)
         if is_write and (type(value) is not int or not 0 <= value < 1 << (8 * width)):
@@ -185,7 +183,7 @@ class BarFilter:
             self._fail(rc, offset, width, value)
         return res
 
-    def _fail(self, rc: int, offset: object, width: object, value: object) -> None:
+    def _fail(self, rc: int, offset: object, width: object, value: object) -> NoReturn:
         where = f"BAR{self.bar}"
         if rc == lib.MF_EWIDTH:
             raise AccessError(f"{where}: width {width!r} is not 1, 2, 4 or 8")
