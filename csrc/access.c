@@ -166,7 +166,7 @@ static int do_read(struct mf_filter *f, struct mf_table *t, const struct mf_acce
         return mf_dev_read(&f->backend, acc->offset, w, &res->value) ? MF_EDEVICE : MF_OK;
     }
     *why = rule_name(t, p->rule[first_of(all & ~pass)]);
-    /* mixed: some bytes go to the device or a target, others do not (or go elsewhere) */
+    /* no byte reaches the device or a target: answered here; else the access is mixed */
     if (pass == 0 && tgt == 0) {
         res->value = local;
         res->outcome = emul == all ? MF_EMULATED : MF_BLOCKED;

@@ -121,7 +121,7 @@ class BarFilter:
         if not isinstance(targets, Mapping):
             raise TypeError(f"targets must be a mapping of names to backends, not {targets!r}")
         for name, t in targets.items():
-            if not isinstance(name, str) or not name.isidentifier():
+            if not isinstance(name, str) or not (name.isidentifier() and name.isascii()):
                 raise ValueError(f"target name {name!r} is not an identifier")
             if not isinstance(t, Backend):
                 raise TypeError(f"target {name!r}: expected a backend, not {type(t).__name__}")
