@@ -45,12 +45,12 @@ static int check_targets(const struct mf_backend *targets, size_t ntargets,
         const struct mf_redirect *d = &t->redirects[k];
         if (d->target >= ntargets) {
             mf_set_error(err, d->rule,
-                         "rule %s: redirect target #%u was not given to the filter (it has %zu)",
+                         "rule '%s': redirect target #%u was not given to the filter (it has %zu)",
                          t->names[d->rule], d->target, ntargets);
             return MF_EINVAL;
         }
         char what[MF_NAME_MAX + 32];
-        snprintf(what, sizeof what, "rule %s: target #%u", t->names[d->rule], d->target);
+        snprintf(what, sizeof what, "rule '%s': target #%u", t->names[d->rule], d->target);
         if (check_backend(&targets[d->target], d->target_offset + d->size, what, err)) {
             err->rule = d->rule;
             return MF_EINVAL;

@@ -173,6 +173,13 @@ struct mf_error {
 
 struct mf_table;
 
+/* Check one rule on its own, before it meets a BAR: its name (1..MF_NAME_MAX - 1 bytes of
+ * printable ASCII, no leading or trailing space, not starting with '(', which names the
+ * filter's own decisions in events), action, size >= 1, start + size within 2^64, value and
+ * mask within the rule, target fields (redirect only). mf_table_compile() runs the same checks
+ * on every rule, then checks it against the BAR and its guard. MF_OK or MF_EINVAL with err. */
+int mf_rule_check(const struct mf_rule *r, struct mf_error *err);
+
 /* Compile `n` rules (all of one BAR) into a table. Returns NULL and fills `err` (if not NULL)
  * on bad input. Cost O(n log n); memory O(n), independent of the BAR and page size. */
 struct mf_table *mf_table_compile(const struct mf_rule *rules, size_t n,

@@ -170,6 +170,22 @@ class RuleArray:
             self.array[i].guard = spec
 
 
+def check_rule(r: Rule) -> None:
+    """The core's checks of one rule on its own (mf_rule_check); PolicyError with its message.
+    `r` must already have the right types and integers its C fields hold."""
+    name = ffi.new("char[]", r.name.encode())
+    value, mask = _le_bytes(r.value), _le_bytes(r.mask)
+    c = ffi.new("struct mf_rule *")
+    c.name, c.start, c.size, c.priority = name, r.start, r.size, r.priority
+    c.action = ACTION_CODE[r.action]
+    c.value, c.value_len = ffi.from_buffer(value), len(value)
+    c.mask, c.mask_len = ffi.from_buffer(mask), len(mask)
+    c.target_offset = r.target_offset
+    err = ffi.new("struct mf_error *")
+    if lib.mf_rule_check(c, err) != lib.MF_OK:
+        raise PolicyError(error_text(err))
+
+
 def make_config(bar_size: int, page_size: int, fill: int, partial: str, unaligned: str) -> Any:
     """`struct mf_config`; the core checks the ranges when it compiles."""
     cfg = ffi.new("struct mf_config *")

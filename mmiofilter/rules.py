@@ -6,7 +6,6 @@ policy that is silently reinterpreted is a protection silently weakened.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -24,7 +23,6 @@ NUM_BARS: int = cb.NUM_BARS
 MAX_NAME_BYTES: int = cb.NAME_MAX_BYTES
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 U64_MAX = 2**64 - 1
-_NAME_OK = re.compile(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")
 
 
 def _is_int(v: object) -> bool:
@@ -57,16 +55,11 @@ class Rule:
     allowed_actions: ClassVar[tuple[str, ...]] = ACTIONS
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME_OK.match(self.name):
-            raise PolicyError(
-                f"rule {self.name!r}: name must be printable ASCII, without leading or "
-                "trailing spaces"
-            )
-        if self.name.startswith("("):
-            # "(unaligned)" and the like name the filter's own decisions in events
-            raise PolicyError(f"rule {self.name!r}: names starting with '(' are reserved")
-        if len(self.name.encode()) > MAX_NAME_BYTES:
-            raise PolicyError(f"rule {self.name!r}: name is longer than {MAX_NAME_BYTES} bytes")
+        # Types, and what no field of struct mf_rule can carry, are checked here; every range
+        # and limit a rule has on its own is the core's (mf_rule_check), so a C caller and a
+        # policy file get the same rules and the same messages.
+        if not isinstance(self.name, str) or "\0" in self.name:
+            raise PolicyError(f"rule {shown(self.name)}: name must be a string without NUL")
         where = f"rule {self.name!r}"
         for fname in ("start", "size", "value", "mask", "priority", "bar", "target_offset"):
             if not _is_int(getattr(self, fname)):
@@ -79,52 +72,36 @@ class Rule:
                 f"{where}: action {shown(self.action)} is not one of "
                 f"{', '.join(self.allowed_actions)}{hint}"
             )
-        if self.start < 0 or self.start > U64_MAX:
-            raise PolicyError(f"{where}: start {self.start:#x} is outside 0..2**64-1")
-        if self.size < 1:
-            raise PolicyError(f"{where}: size must be at least 1, not {shown(self.size)}")
-        if self.start + self.size - 1 > U64_MAX:
-            raise PolicyError(
-                f"{where}: start {self.start:#x} + size {self.size:#x} wraps past 2**64"
-            )
-        for fname in ("value", "mask"):
+        # integers the C fields cannot hold
+        for fname, low, high, want in (
+            ("start", 0, U64_MAX, "0..2**64-1"),
+            ("size", 0, U64_MAX, "1..2**64-1"),  # 0 fits: the core refuses it
+            ("target_offset", 0, U64_MAX, "0..2**64-1"),
+            ("priority", PRIORITY_MIN, PRIORITY_MAX, "a signed 32-bit integer"),
+        ):
             v = getattr(self, fname)
-            if v < 0:
+            if not low <= v <= high:
+                raise PolicyError(f"{where}: {fname} {shown(v)} is not {want}")
+        for fname in ("value", "mask"):
+            if getattr(self, fname) < 0:
                 raise PolicyError(f"{where}: {fname} must not be negative")
-            if v.bit_length() > 8 * self.size:
-                raise PolicyError(
-                    f"{where}: {fname} {v:#x} does not fit in the rule's {self.size} byte(s)"
-                )
-        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
-            raise PolicyError(
-                f"{where}: priority {shown(self.priority)} is outside a signed 32-bit range"
-            )
+        # the BAR index and the target's name are not part of struct mf_rule
         if not 0 <= self.bar < NUM_BARS:
             raise PolicyError(
                 f"{where}: bar {shown(self.bar)} is not a BAR index 0..{NUM_BARS - 1}"
             )
-        self._check_target(where)
-
-    def _check_target(self, where: str) -> None:
         if not isinstance(self.target, str):
             raise PolicyError(f"{where}: target must be a string, not {shown(self.target)}")
-        if self.action != "redirect":
-            if self.target or self.target_offset:
-                raise PolicyError(
-                    f"{where}: target and target_offset belong to redirect rules, not {self.action}"
-                )
-            return
-        if not self.target.isidentifier() or not self.target.isascii():
+        if self.action == "redirect" and not (self.target.isidentifier() and self.target.isascii()):
             raise PolicyError(
                 f"{where}: a redirect rule needs a target name (an identifier such as "
                 f"'config'), not {shown(self.target)}"
             )
-        # the target's last byte + 1 must be representable, as a BAR's end is
-        if self.target_offset < 0 or self.target_offset + self.size > U64_MAX:
+        if self.action != "redirect" and self.target:
             raise PolicyError(
-                f"{where}: target_offset {shown(self.target_offset)} + size {self.size:#x} "
-                "is outside 0..2**64-1"
+                f"{where}: target and target_offset belong to redirect rules, not {self.action}"
             )
+        cb.check_rule(self)
 
     def __repr__(self) -> str:
         # as it would be written: the keyword fields only where they differ from the default

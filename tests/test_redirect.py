@@ -73,10 +73,10 @@ def test_unknown_target_is_a_policy_error_naming_rule_and_target() -> None:
 
 def test_target_too_small_for_the_rule_is_refused_by_the_core() -> None:
     # the rule reaches target bytes up to 0x210; the target holds 0x208
-    with pytest.raises(mf.PolicyError, match=r"rule mirror: target #0: memory backend maps 0x208"):
+    with pytest.raises(mf.PolicyError, match=r"'mirror': target #0: memory backend maps 0x208"):
         make([MIRROR], target_size=0x208)
     f, _, _ = make([], target_size=0x208)
-    with pytest.raises(mf.PolicyError, match="rule mirror: target #0"):
+    with pytest.raises(mf.PolicyError, match="rule 'mirror': target #0"):
         f.update(mf.Policy([MIRROR]))
 
 
@@ -212,12 +212,12 @@ def test_core_refuses_a_target_index_it_was_not_given() -> None:
     targets = ffi.new("struct mf_backend[]", [be[0]])
     f = lib.mf_filter_new(be, targets, 1, 0, 4, table, err)
     assert f == ffi.NULL and err.rule == 0
-    assert "rule mirror: redirect target #1 was not given to the filter (it has 1)" in (
+    assert "rule 'mirror': redirect target #1 was not given to the filter (it has 1)" in (
         ffi.string(err.message).decode()
     )
     # a target on another action is refused at compile time
     rule.action, rule.target = lib.MF_DENY, 0
     rule.target_offset = 8
     assert lib.mf_table_compile(rule, 1, cfg, err) == ffi.NULL
-    assert "target on a deny rule" in ffi.string(err.message).decode()
+    assert "belong to redirect rules, not deny" in ffi.string(err.message).decode()
 

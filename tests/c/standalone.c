@@ -138,7 +138,7 @@ int main(void)
     mirror.target = 1; /* a target the filter does not have: refused, with the reason */
     struct mf_table *bad = mf_table_compile(&mirror, 1, &cfg, &err), *old = NULL;
     CHECK(bad && mf_filter_update(f, bad, &old, &err) == MF_EINVAL && !old);
-    CHECK(strstr(err.message, "rule mirror: redirect target #1"));
+    CHECK(strstr(err.message, "rule 'mirror': redirect target #1"));
     mf_table_free(bad);
     CHECK(!strcmp(mf_strerror(MF_ETARGET), "a redirect target's backend failed"));
     mf_filter_free(f);
