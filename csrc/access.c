@@ -3,13 +3,14 @@
  *
  * Flow: the VMM took an exit on a trapped page and calls mf_access(). We validate the access
  * (width, range with no wrap, value) and find the run owning its first byte through the page
- * index. When that run owns every byte (the common case), its one action decides. Otherwise
- * we walk the following runs for the other bytes (at most 8) and classify each byte:
+ * index. When that run owns every byte (the common case), its one action decides; a guard or
+ * a redirect rule takes the whole access. Otherwise we walk the following runs for the other
+ * bytes (at most 8) and classify each byte by its action's row (actions.h):
  *
- *   read:  allow, audit, readonly, mask pass; emulate answers the rule's value byte; deny
- *          answers the fill byte. Device untouched unless some byte passes.
- *   write: allow, audit pass; mask passes with bits forced; readonly, emulate, deny are
- *          blocked. Device untouched unless some byte passes.
+ *   read:  the byte passes (device), is redirected (its rule's target), or is answered here
+ *          (the rule's value byte or the fill). Device untouched unless some byte passes.
+ *   write: the byte passes (perhaps with bits forced), is redirected, or is blocked.
+ *          Device untouched unless some byte passes.
  *
  * When every byte passes, the device sees exactly the guest's access: one access of the same
  * width at the same offset, because registers have per-access side effects. When none does,
@@ -73,10 +74,12 @@ static void make_plan(struct mf_table *t, const struct mf_access *acc, size_t ru
 
 /* Access the bytes selected by `sel` (bit k = byte k) in naturally aligned chunks: at
  * position p in a run ending at e, the widest w of 8, 4, 2, 1 with p % w == 0 and p + w <= e.
- * Aligned chunks are the accesses every PCI device must accept. For reads, the bytes read are
- * merged into *v; for writes, *v supplies them. */
+ * Aligned chunks are the accesses every PCI device must accept. `off` is where byte 0 of the
+ * access lies in b's space (for a target, modulo 2^64: only the selected bytes need to be
+ * real addresses). For reads, the bytes read are merged into *v; for writes, *v supplies
+ * them. A failure returns `fail`. */
 static int split_access(const struct mf_backend *b, uint64_t off, unsigned width, unsigned sel,
-                        bool is_write, uint64_t *v)
+                        bool is_write, uint64_t *v, int fail)
 {
     unsigned k = 0;
     while (k < width) {
@@ -94,11 +97,11 @@ static int split_access(const struct mf_backend *b, uint64_t off, unsigned width
             uint64_t lane = w == 8 ? ~0ull : ((1ull << (8 * w)) - 1);
             if (is_write) {
                 if (mf_dev_write(b, p, w, (*v >> shift) & lane))
-                    return MF_EDEVICE;
+                    return fail;
             } else {
                 uint64_t x;
                 if (mf_dev_read(b, p, w, &x))
-                    return MF_EDEVICE;
+                    return fail;
                 *v = (*v & ~(lane << shift)) | ((x & lane) << shift);
             }
             p += w;
@@ -116,14 +119,39 @@ static const char *rule_name(const struct mf_table *t, uint32_t r)
 /* Index of the first byte whose bit is set in `sel`, or -1. */
 static int first_of(unsigned sel) { return sel ? __builtin_ctz(sel) : -1; }
 
+/* The redirect bytes `tsel` of a split access, rule by rule (in the order of their first
+ * byte), each in aligned chunks of its target's addresses. */
+static int split_targets(struct mf_filter *f, const struct mf_table *t,
+                         const struct mf_access *acc, const struct plan *p, unsigned tsel,
+                         bool is_write, uint64_t *v)
+{
+    while (tsel) {
+        const uint32_t r = p->rule[first_of(tsel)];
+        unsigned sel = 0;
+        for (unsigned k = 0; k < p->width; k++)
+            sel |= (unsigned)(p->rule[k] == r) << k;
+        const struct mf_crule *c = &t->rules[r];
+        const struct mf_redirect *d = &t->redirects[c->redirect];
+        /* where byte 0 of the access would land in the target (mod 2^64) */
+        const uint64_t base = d->target_offset + (acc->offset - c->start);
+        int rc = split_access(&f->targets[d->target], base, p->width, sel, is_write, v,
+                              MF_ETARGET);
+        if (rc != MF_OK)
+            return rc;
+        tsel &= ~sel;
+    }
+    return MF_OK;
+}
+
 static int do_read(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
                    const struct plan *p, struct mf_result *res, const char **why)
 {
     const unsigned w = p->width, all = (1u << w) - 1;
-    unsigned pass = 0, emul = 0, audit = 0;
+    unsigned pass = 0, emul = 0, audit = 0, tgt = 0;
     for (unsigned k = 0; k < w; k++) {
         const struct mf_action_row *a = mf_action(p->action[k]);
         pass |= (unsigned)a->read_passes << k;
+        tgt |= (unsigned)a->redirected << k;
         emul |= (unsigned)(a->read_hidden && a->read_value) << k;
         audit |= (unsigned)a->read_recorded << k;
     }
@@ -138,7 +166,8 @@ static int do_read(struct mf_filter *f, struct mf_table *t, const struct mf_acce
         return mf_dev_read(&f->backend, acc->offset, w, &res->value) ? MF_EDEVICE : MF_OK;
     }
     *why = rule_name(t, p->rule[first_of(all & ~pass)]);
-    if (pass == 0) {
+    /* no byte reaches the device or a target: answered here; else the access is mixed */
+    if (pass == 0 && tgt == 0) {
         res->value = local;
         res->outcome = emul == all ? MF_EMULATED : MF_BLOCKED;
         return MF_OK;
@@ -150,17 +179,19 @@ static int do_read(struct mf_filter *f, struct mf_table *t, const struct mf_acce
     }
     res->value = local;
     res->outcome = MF_PARTIAL;
-    return split_access(&f->backend, acc->offset, w, pass, false, &res->value);
+    int rc = split_access(&f->backend, acc->offset, w, pass, false, &res->value, MF_EDEVICE);
+    return rc != MF_OK ? rc : split_targets(f, t, acc, p, tgt, false, &res->value);
 }
 
 static int do_write(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
                     const struct plan *p, struct mf_result *res, const char **why)
 {
     const unsigned w = p->width, all = (1u << w) - 1;
-    unsigned blocked = 0, audit = 0, changed = 0;
+    unsigned blocked = 0, audit = 0, changed = 0, tgt = 0;
     uint64_t out = 0;
     for (unsigned k = 0; k < w; k++) {
         const struct mf_action_row *a = mf_action(p->action[k]);
+        tgt |= (unsigned)a->redirected << k;
         uint8_t b = (uint8_t)(acc->value >> (8 * k));
         if (a->write_forced) {
             uint8_t nb = (uint8_t)((b & ~p->mbyte[k]) | (p->vbyte[k] & p->mbyte[k]));
@@ -182,17 +213,18 @@ static int do_write(struct mf_filter *f, struct mf_table *t, const struct mf_acc
     }
     *why = rule_name(t, p->rule[first_of(blocked)]);
     res->value = 0;
-    if (blocked == all || t->cfg.partial == MF_PARTIAL_DENY) {
+    if ((blocked == all && tgt == 0) || t->cfg.partial == MF_PARTIAL_DENY) {
         res->outcome = MF_BLOCKED;
         return MF_OK;
     }
     res->outcome = MF_PARTIAL;
-    /* report what reached the device: the written bytes, 0 in the skipped ones */
+    /* report what was written (to the device or a target), 0 in the skipped bytes */
     for (unsigned k = 0; k < w; k++)
-        if (blocked >> k & 1)
+        if ((blocked & ~tgt) >> k & 1)
             out &= ~(0xFFull << (8 * k));
     res->value = out;
-    return split_access(&f->backend, acc->offset, w, all & ~blocked, true, &out);
+    int rc = split_access(&f->backend, acc->offset, w, all & ~blocked, true, &out, MF_EDEVICE);
+    return rc != MF_OK ? rc : split_targets(f, t, acc, p, tgt, true, &out);
 }
 
 /* The common case: every byte of the access has the same owner, so the access has one
@@ -273,6 +305,29 @@ static __attribute__((noinline)) int access_guarded(struct mf_filter *f, struct 
     return rc;
 }
 
+/* An access owned wholly by one redirect rule: one access of the same width to its target,
+ * at the same place relative to the rule. Counted, not an event: the VMM asked for it. */
+static __attribute__((noinline)) int access_redirected(struct mf_filter *f, struct mf_table *t,
+                                                       const struct mf_access *acc, uint32_t r,
+                                                       struct mf_result *res)
+{
+    const struct mf_crule *c = &t->rules[r];
+    const struct mf_redirect *d = &t->redirects[c->redirect];
+    const struct mf_backend *b = &f->targets[d->target];
+    const uint64_t at = d->target_offset + (acc->offset - c->start);
+    atomic_fetch_add_explicit(&t->hits[r], 1, memory_order_relaxed);
+    res->outcome = MF_REDIRECTED;
+    int rc;
+    if (acc->is_write) {
+        res->value = acc->value;
+        rc = mf_dev_write(b, at, acc->width, acc->value) ? MF_ETARGET : MF_OK;
+    } else {
+        rc = mf_dev_read(b, at, acc->width, &res->value) ? MF_ETARGET : MF_OK;
+    }
+    res->status = (int8_t)rc;
+    return rc;
+}
+
 int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_access *acc,
                     struct mf_result *res)
 {
@@ -289,6 +344,8 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
         rc = MF_OK;
     } else if (uniform && mf_action(t->runs[run].action)->guarded) {
         return access_guarded(f, t, acc, t->runs[run].rule, res);
+    } else if (uniform && mf_action(t->runs[run].action)->redirected) {
+        return access_redirected(f, t, acc, t->runs[run].rule, res);
     } else if (uniform) {
         rc = access_uniform(f, t, acc, run, res, &why);
     } else {
@@ -334,12 +391,15 @@ static int access_one(struct mf_filter *f, struct mf_table *t, const struct mf_a
 
 int mf_access(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res)
 {
-    struct mf_table *t = mf_hazard_enter(&f->cur);
+    int rc;
+    struct mf_table *t = mf_hazard_enter(&f->cur, &rc);
     if (!t) {
-        res->status = MF_EBUSY;
-        return MF_EBUSY;
+        res->status = (int8_t)rc;
+        res->value = 0;
+        res->outcome = MF_BLOCKED;
+        return rc;
     }
-    int rc = access_one(f, t, acc, res);
+    rc = access_one(f, t, acc, res);
     mf_hazard_exit();
     return rc;
 }
@@ -355,10 +415,11 @@ int mf_access_scalar(struct mf_filter *f, uint64_t offset, unsigned width, int i
 size_t mf_access_batch(struct mf_filter *f, const struct mf_access *acc, struct mf_result *res,
                        size_t n)
 {
-    struct mf_table *t = mf_hazard_enter(&f->cur);
+    int rc;
+    struct mf_table *t = mf_hazard_enter(&f->cur, &rc);
     if (!t) {
         for (size_t i = 0; i < n; i++)
-            res[i].status = MF_EBUSY;
+            res[i] = (struct mf_result){.status = (int8_t)rc, .outcome = MF_BLOCKED};
         return n;
     }
     size_t bad = 0;

@@ -47,12 +47,13 @@ int mf_access_mmio(struct mf_filter *f, uint64_t offset, unsigned len, int is_wr
         res->status = MF_EWIDTH;
         return MF_EWIDTH;
     }
-    struct mf_table *t = mf_hazard_enter(&f->cur);
+    int rc;
+    struct mf_table *t = mf_hazard_enter(&f->cur, &rc);
     if (!t) {
-        res->status = MF_EBUSY;
-        return MF_EBUSY;
+        res->status = (int8_t)rc;
+        return rc;
     }
-    int rc = MF_OK;
+    rc = MF_OK;
     /* offset + len <= size, written so it cannot wrap */
     if (offset > t->cfg.bar_size || len > t->cfg.bar_size - offset) {
         rc = MF_ERANGE;

@@ -18,7 +18,7 @@
 
 #include "internal.h"
 
-#define MF_HAZARD_DEPTH 8
+#define MF_HAZARD_DEPTH MF_NESTING_MAX
 
 struct reader {
     _Atomic(const struct mf_table *) hazard[MF_HAZARD_DEPTH];
@@ -67,13 +67,17 @@ static struct reader *take_record(void)
     return r;
 }
 
-struct mf_table *mf_hazard_enter(_Atomic(struct mf_table *) *src)
+struct mf_table *mf_hazard_enter(_Atomic(struct mf_table *) *src, int *rc)
 {
     struct reader *r = self;
-    if (!r && !(r = self = take_record()))
+    if (!r && !(r = self = take_record())) {
+        *rc = MF_ENOMEM;
         return NULL;
-    if (r->depth == MF_HAZARD_DEPTH)
+    }
+    if (r->depth == MF_HAZARD_DEPTH) {
+        *rc = MF_ENESTED;
         return NULL;
+    }
     _Atomic(const struct mf_table *) *slot = &r->hazard[r->depth++];
     struct mf_table *t;
     do {

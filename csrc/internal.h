@@ -16,8 +16,20 @@ struct mf_crule {
     uint64_t start;
     /* value and mask bytes live in the table's pool; bytes past *_len are 0 */
     uint32_t value_off, value_len, mask_off, mask_len;
-    uint32_t guard; /* index into the table's guards (action MF_GUARD), else MF_NO_RULE */
+    /* what the rule's action keeps apart, by action (its row says which): a guard's index
+     * into the table's guards, a redirect's into its redirects; else MF_NO_RULE */
+    union {
+        uint32_t guard;
+        uint32_t redirect;
+    };
     uint8_t action;
+};
+
+/* Where a redirect rule's bytes go: byte start + i of the BAR is byte target_offset + i of
+ * the filter's targets[target]. Kept apart so that other rules stay 32 bytes. */
+struct mf_redirect {
+    uint64_t target_offset, size;
+    uint32_t rule, target;
 };
 
 struct mf_guard; /* guard.h */
@@ -53,6 +65,9 @@ struct mf_table {
 
     size_t nguards;
     struct mf_guard *guards;
+
+    size_t nredirects;
+    struct mf_redirect *redirects;
 
     size_t nruns;
     struct mf_run *runs;
@@ -142,6 +157,8 @@ void mf_ring_push(struct mf_ring *r, uint32_t bar, const struct mf_access *acc, 
 struct mf_filter {
     _Atomic(struct mf_table *) cur;
     struct mf_backend backend;
+    struct mf_backend targets[MF_TARGETS_MAX]; /* redirect rules' backends, by index */
+    size_t ntargets;
     uint32_t bar;
     pthread_mutex_t update_lock;
     struct mf_ring ring;
@@ -153,7 +170,8 @@ int mf_access_table(struct mf_filter *f, struct mf_table *t, const struct mf_acc
 
 /* Hazard pointers (hazard.c): a reader announces the table it reads; an updater waits until
  * no reader announces the table it has just unpublished before handing it back. */
-struct mf_table *mf_hazard_enter(_Atomic(struct mf_table *) *src);
+/* NULL with *rc = MF_ENESTED or MF_ENOMEM when the thread cannot announce one more table. */
+struct mf_table *mf_hazard_enter(_Atomic(struct mf_table *) *src, int *rc);
 void mf_hazard_exit(void);
 bool mf_hazard_inside(void);
 void mf_hazard_wait_unused(const struct mf_table *old);

@@ -13,8 +13,9 @@
  *   1. Describe the rules of one BAR (struct mf_rule) and compile them with mf_table_compile().
  *      A table is immutable: the rules resolved into non-overlapping byte runs, the index that
  *      finds the run of any offset, the page layout. Only its hit counters change.
- *   2. Create a filter with mf_filter_new(): a backend (how to reach the device), the BAR index,
- *      an event-ring capacity and the first table, which the filter then owns.
+ *   2. Create a filter with mf_filter_new(): a backend (how to reach the device), the backends
+ *      redirect rules are served by (targets, by index), the BAR index, an event-ring capacity
+ *      and the first table, which the filter then owns.
  *   3. Call mf_access() (one access) or mf_access_batch() (many) from any number of threads.
  *   4. Swap policies with mf_filter_update(): the new table is published atomically and the old
  *      one is handed back once no access can still be reading it.
@@ -79,26 +80,46 @@ enum mf_outcome {
     MF_MASKED = 1,   /* a write reached the device with some bits forced */
     MF_EMULATED = 2, /* a read answered wholly from rule values, device untouched */
     MF_BLOCKED = 3,  /* nothing reached the device; a read returned fill */
-    MF_PARTIAL = 4   /* split mode: only the passing bytes reached the device */
+    MF_PARTIAL = 4,  /* split mode: only the passing bytes reached the device (or a target) */
+    MF_REDIRECTED = 5 /* one redirect rule owned every byte: the access went to its target,
+                         the device untouched; counted, not an event */
 };
 
 enum mf_partial_mode { MF_PARTIAL_DENY = 0, MF_PARTIAL_SPLIT = 1 };
 enum mf_unaligned_mode { MF_UNALIGNED_ALLOW = 0, MF_UNALIGNED_DENY = 1 };
 
-/* Return codes: 0 is success, the others are negative. */
+/* Return codes. Conventions: every function returning int returns MF_OK (0) or one of the
+ * negative codes below, each with one meaning; functions returning a pointer return NULL on
+ * failure and say why in a struct mf_error (when the caller passes one); an access also
+ * leaves its code in mf_result.status. mf_strerror() names a code. */
 #define MF_OK 0
 #define MF_EWIDTH (-1)   /* access width not 1, 2, 4 or 8 */
 #define MF_ERANGE (-2)   /* offset + width outside the BAR (wrap included) */
 #define MF_EVALUE (-3)   /* write value does not fit in the width */
-#define MF_EDEVICE (-4)  /* the backend failed; some split chunks may have been done */
-#define MF_EINVAL (-5)   /* a bad argument to compile/new/update; see mf_error */
-#define MF_ENOMEM (-6)
-#define MF_EBUSY (-7)    /* update called from inside an access on the same filter */
+#define MF_EDEVICE (-4)  /* the device backend failed; some split chunks may have been done */
+#define MF_EINVAL (-5)   /* a bad argument to compile/new/update; mf_error says which */
+#define MF_ENOMEM (-6)   /* out of memory */
+#define MF_EBUSY (-7)    /* mf_filter_update() from inside an access: it would wait for itself */
+/* MF_ENESTED: accesses nested more than MF_NESTING_MAX filters deep (callback backends
+ * calling into filters); nothing was touched. MF_ETARGET: a redirect target's backend failed;
+ * some split chunks may have been done. The codes are -1..-MF_ERRORS_MAX. */
+#define MF_ENESTED (-8)
+#define MF_ETARGET (-9)
+#define MF_ERRORS_MAX 9
+
+/* A short English description of a return code ("unknown error" for any other value). */
+const char *mf_strerror(int code);
+
+#define MF_NESTING_MAX 8
 
 /* ---- rules and tables ------------------------------------------------------------------ */
 
 #define MF_NAME_MAX 64 /* rule names are at most 63 bytes and a NUL */
 #define MF_NO_RULE UINT32_MAX
+#define MF_NUM_BARS 6           /* BAR indexes are 0..5 (PCI type 0 header) */
+#define MF_TARGETS_MAX 16       /* redirect targets one filter can have */
+#define MF_RING_MAX 16777216    /* largest event ring (2^24 events) */
+#define MF_RULES_MAX 1073741824 /* rules in one table (2^30) */
 
 /* ---- guards (docs/fsp-guard.md): stateful rules for protocols carried over MMIO --------
  *
@@ -166,6 +187,11 @@ struct mf_rule {
     const uint8_t *mask;
     size_t mask_len;
     const struct mf_guard_spec *guard; /* action MF_GUARD only, else NULL; copied */
+    /* action MF_REDIRECT only, else 0: byte start + i of the BAR is byte target_offset + i
+     * of the filter's target backend number `target` (mf_filter_new's targets[target]);
+     * target_offset + size must not pass 2^64. */
+    uint32_t target;
+    uint64_t target_offset;
 };
 
 struct mf_config {
@@ -176,13 +202,20 @@ struct mf_config {
     uint8_t unaligned;  /* enum mf_unaligned_mode */
 };
 
-/* Why compile/new failed: `rule` is the index of the offending rule or -1. */
+/* Why compile/new/update failed: `rule` is the index of the offending rule or -1. */
 struct mf_error {
     int64_t rule;
     char message[160];
 };
 
 struct mf_table;
+
+/* Check one rule on its own, before it meets a BAR: its name (1..MF_NAME_MAX - 1 bytes of
+ * printable ASCII, no leading or trailing space, not starting with '(', which names the
+ * filter's own decisions in events), action, size >= 1, start + size within 2^64, value and
+ * mask within the rule, target fields (redirect only). mf_table_compile() runs the same checks
+ * on every rule, then checks it against the BAR and its guard. MF_OK or MF_EINVAL with err. */
+int mf_rule_check(const struct mf_rule *r, struct mf_error *err);
 
 /* Compile `n` rules (all of one BAR) into a table. Returns NULL and fills `err` (if not NULL)
  * on bad input. Cost O(n log n); memory O(n), independent of the BAR and page size. */
@@ -264,9 +297,13 @@ struct mf_backend {
 struct mf_filter;
 
 /* Create a filter over `backend` (copied) with a first table (owned by the filter from then
- * on, also on failure). `ring_capacity` >= 1 events. Returns NULL and fills err on failure. */
-struct mf_filter *mf_filter_new(const struct mf_backend *backend, uint32_t bar,
-                                size_t ring_capacity, struct mf_table *table,
+ * on, also on failure). `targets` are the ntargets (0..MF_TARGETS_MAX) backends redirect
+ * rules name by index (copied; NULL when ntargets is 0): the VMM's config-space emulation,
+ * say. A table with a redirect rule naming a target the filter does not have is refused.
+ * `ring_capacity` in 1..MF_RING_MAX events. Returns NULL and fills err on failure. */
+struct mf_filter *mf_filter_new(const struct mf_backend *backend,
+                                const struct mf_backend *targets, size_t ntargets,
+                                uint32_t bar, size_t ring_capacity, struct mf_table *table,
                                 struct mf_error *err);
 /* Free the filter and its current table. No access may be in progress or follow. */
 void mf_filter_free(struct mf_filter *f);
@@ -274,9 +311,12 @@ void mf_filter_free(struct mf_filter *f);
 /* Publish `t` (same BAR size and page size as the current table) atomically: every access
  * sees all of the old table or all of the new one. Returns once no access can still be
  * reading the old table, which is handed back in *old for the caller to read its counters
- * and free. Updates are serialized. MF_EBUSY if called from inside an access on this filter
- * (a callback backend), where waiting would deadlock. */
-int mf_filter_update(struct mf_filter *f, struct mf_table *t, struct mf_table **old);
+ * and free. Updates are serialized. On failure `t` stays the caller's, the current table
+ * stays in force and err (if not NULL) says why: MF_EINVAL (a bad table: another BAR or page
+ * size, a redirect target the filter does not have) or MF_EBUSY (called from inside an
+ * access on a filter, through a callback backend, where waiting would deadlock). */
+int mf_filter_update(struct mf_filter *f, struct mf_table *t, struct mf_table **old,
+                     struct mf_error *err);
 
 /* Copy the current table's counters (n must be its rule count) and layout queries run
  * against whatever table is current; callers that need a stable view serialize with

@@ -9,25 +9,12 @@
  * Nothing here is proportional to the BAR or the number of pages: a 64 GiB BAR with k rules
  * costs O(k) memory and O(k log k) time.
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "actions.h"
 #include "guard.h"
 #include "internal.h"
-
-void mf_set_error(struct mf_error *err, int64_t rule, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    err->rule = rule;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- ownership order ----------------------------------------------------------------- */
 
@@ -109,6 +96,93 @@ static int cmp_by_start(const void *a, const void *b)
 
 static bool is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
 
+/* Printable ASCII, no leading or trailing space, not "(...)": names appear in events, where
+ * "(unaligned)" and the like name the filter's own decisions. */
+static bool name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || s[0] == ' ' || s[n - 1] == ' ' || s[0] == '(')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7E)
+            return false;
+    return true;
+}
+
+/* What one rule must be on its own, before any BAR: rule `i` of a table, or a lone rule
+ * (i < 0) that a binding checks as it is made. */
+static int check_rule(const struct mf_rule *r, int64_t i, struct mf_error *err)
+{
+    const int64_t at = i < 0 ? 0 : i;
+    if (!r->name || !memchr(r->name, '\0', MF_NAME_MAX)) {
+        mf_set_error(err, at, "rule #%lld: name missing or longer than %d bytes",
+                     (long long)at, MF_NAME_MAX - 1);
+        return MF_EINVAL;
+    }
+    if (!name_ok(r->name)) {
+        mf_set_error(err, at,
+                     "rule #%lld: a name is printable ASCII without leading or trailing spaces, "
+                     "not empty and not starting with '(' (reserved)",
+                     (long long)at);
+        return MF_EINVAL;
+    }
+    const char *name = r->name;
+    const struct mf_action_row *a = r->action < MF_NUM_ACTIONS ? mf_action(r->action) : NULL;
+    if (!a) {
+        mf_set_error(err, at, "rule '%s': unknown action %u", name, r->action);
+        return MF_EINVAL;
+    }
+    if (r->size == 0) {
+        mf_set_error(err, at, "rule '%s': size must be at least 1", name);
+        return MF_EINVAL;
+    }
+    if (r->start > UINT64_MAX - (r->size - 1)) {
+        mf_set_error(err, at, "rule '%s': start %#llx + size %#llx wraps past 2^64", name,
+                     (unsigned long long)r->start, (unsigned long long)r->size);
+        return MF_EINVAL;
+    }
+    if (r->value_len > r->size || r->mask_len > r->size) {
+        mf_set_error(err, at, "rule '%s': %s of %zu bytes does not fit in the rule's %llu byte(s)",
+                     name, r->value_len > r->size ? "value" : "mask",
+                     r->value_len > r->size ? r->value_len : r->mask_len,
+                     (unsigned long long)r->size);
+        return MF_EINVAL;
+    }
+    if ((r->value_len && !r->value) || (r->mask_len && !r->mask)) {
+        mf_set_error(err, at, "rule '%s': value or mask length without the bytes", name);
+        return MF_EINVAL;
+    }
+    if (a->redirected) {
+        if (r->target >= MF_TARGETS_MAX) {
+            mf_set_error(err, at, "rule '%s': redirect target #%u is not below %d", name,
+                         r->target, MF_TARGETS_MAX);
+            return MF_EINVAL;
+        }
+        /* the target's last byte + 1 must be representable, as a BAR's end is */
+        if (r->target_offset > UINT64_MAX - r->size) {
+            mf_set_error(err, at,
+                         "rule '%s': target_offset %#llx + size %#llx is outside 0..2^64-1",
+                         name, (unsigned long long)r->target_offset,
+                         (unsigned long long)r->size);
+            return MF_EINVAL;
+        }
+    } else if (r->target || r->target_offset) {
+        mf_set_error(err, at, "rule '%s': target and target_offset belong to redirect rules, "
+                              "not %s", name, a->name);
+        return MF_EINVAL;
+    }
+    return MF_OK;
+}
+
+int mf_rule_check(const struct mf_rule *r, struct mf_error *err)
+{
+    if (!r) {
+        mf_set_error(err, -1, "rule is NULL");
+        return MF_EINVAL;
+    }
+    return check_rule(r, -1, err);
+}
+
 static int validate(const struct mf_rule *rules, size_t n, const struct mf_config *cfg,
                     struct mf_error *err)
 {
@@ -126,8 +200,9 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
                      cfg->unaligned);
         return MF_EINVAL;
     }
-    if (n > (1u << 30)) {
-        mf_set_error(err, -1, "%zu rules is more than the 2^30 a table holds", n);
+    if (n > MF_RULES_MAX) {
+        mf_set_error(err, -1, "%zu rules is more than the %u a table holds", n,
+                     (unsigned)MF_RULES_MAX);
         return MF_EINVAL;
     }
     if (n && !rules) {
@@ -137,30 +212,14 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
     uint64_t pool = 0; /* value and mask bytes, addressed with 32-bit offsets */
     for (size_t i = 0; i < n; i++) {
         const struct mf_rule *r = &rules[i];
-        if (!r->name || !memchr(r->name, '\0', MF_NAME_MAX) || !r->name[0]) {
-            mf_set_error(err, (int64_t)i, "rule #%zu: name missing, empty or longer than %d bytes",
-                         i, MF_NAME_MAX - 1);
+        if (check_rule(r, (int64_t)i, err) != MF_OK)
             return MF_EINVAL;
-        }
-        if (r->action >= MF_NUM_ACTIONS) {
-            mf_set_error(err, (int64_t)i, "rule %s: unknown action %u", r->name, r->action);
-            return MF_EINVAL;
-        }
         /* written so that nothing wraps: start <= bar_size, then size <= what is left */
-        if (r->size == 0 || r->start > cfg->bar_size || r->size > cfg->bar_size - r->start) {
+        if (r->start > cfg->bar_size || r->size > cfg->bar_size - r->start) {
             mf_set_error(err, (int64_t)i,
-                         "rule %s: [%#llx, +%#llx) is empty or outside the BAR of size %#llx",
-                         r->name, (unsigned long long)r->start, (unsigned long long)r->size,
+                         "rule '%s': [%#llx, +%#llx) lies outside the BAR [0, %#llx)", r->name,
+                         (unsigned long long)r->start, (unsigned long long)r->size,
                          (unsigned long long)cfg->bar_size);
-            return MF_EINVAL;
-        }
-        if (r->value_len > r->size || r->mask_len > r->size || (r->value_len && !r->value) ||
-            (r->mask_len && !r->mask)) {
-            mf_set_error(err, (int64_t)i, "rule %s: value or mask wider than the rule", r->name);
-            return MF_EINVAL;
-        }
-        if (mf_action(r->action)->redirected) {
-            mf_set_error(err, (int64_t)i, "rule %s: redirect is not supported yet", r->name);
             return MF_EINVAL;
         }
         if (mf_action(r->action)->guarded) {
@@ -169,12 +228,12 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
             char why[120];
             const struct mf_guard_class *cls = r->guard ? mf_guard_class_of(r->guard->kind) : NULL;
             if (!cls) {
-                mf_set_error(err, (int64_t)i, "rule %s: guard without a known guard kind",
+                mf_set_error(err, (int64_t)i, "rule '%s': guard without a known guard kind",
                              r->name);
                 return MF_EINVAL;
             }
             if (cls->blocks(r->guard, b, &nb, why, sizeof why)) {
-                mf_set_error(err, (int64_t)i, "rule %s: %s", r->name, why);
+                mf_set_error(err, (int64_t)i, "rule '%s': %s", r->name, why);
                 return MF_EINVAL;
             }
             uint64_t lo = UINT64_MAX, hi = 0;
@@ -184,18 +243,20 @@ static int validate(const struct mf_rule *rules, size_t n, const struct mf_confi
             }
             if (r->start != lo || r->size != hi - lo) {
                 mf_set_error(err, (int64_t)i,
-                             "rule %s: a guard's range must be its registers' span [%#llx, %#llx)",
+                             "rule '%s': a guard's range must be its registers' span "
+                             "[%#llx, %#llx)",
                              r->name, (unsigned long long)lo, (unsigned long long)hi);
                 return MF_EINVAL;
             }
         } else if (r->guard) {
-            mf_set_error(err, (int64_t)i, "rule %s: guard parameters on a rule that is not a guard",
-                         r->name);
+            mf_set_error(err, (int64_t)i,
+                         "rule '%s': guard parameters on a rule that is not a guard", r->name);
             return MF_EINVAL;
         }
         pool += (uint64_t)r->value_len + r->mask_len;
         if (pool > UINT32_MAX) {
-            mf_set_error(err, (int64_t)i, "rule %s: values and masks exceed 4 GiB in all", r->name);
+            mf_set_error(err, (int64_t)i, "rule '%s': values and masks exceed 4 GiB in all",
+                         r->name);
             return MF_EINVAL;
         }
     }
@@ -217,7 +278,7 @@ static struct ival *claims(const struct mf_table *t, const struct mf_rule *rules
     k = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t g = t->rules[i].guard;
-        if (g == MF_NO_RULE) {
+        if (!mf_action(t->rules[i].action)->guarded) {
             iv[k++] = (struct ival){rules[i].start, rules[i].start + rules[i].size, (uint32_t)i};
             continue;
         }
@@ -293,7 +354,7 @@ static int check_guards(const struct mf_table *t, struct mf_error *err)
                 uint64_t at = t->runs[i].start > gd->block[b].start ? t->runs[i].start
                                                                     : gd->block[b].start;
                 mf_set_error(err, gd->rule,
-                             "rule %s: guard register byte %#llx is owned by %s%s: a guard must "
+                             "rule '%s': guard register byte %#llx is owned by %s%s: a guard must "
                              "own all its registers",
                              t->names[gd->rule], (unsigned long long)at,
                              r == MF_NO_RULE ? "no rule" : "rule ",
@@ -365,12 +426,17 @@ static int copy_rules(struct mf_table *t, const struct mf_rule *rules, size_t n)
     t->names = calloc(n ? n : 1, sizeof *t->names);
     t->hits = calloc(n ? n : 1, sizeof *t->hits);
     t->pool = malloc(pool_len ? pool_len : 1);
-    size_t nguards = 0;
-    for (size_t i = 0; i < n; i++)
+    size_t nguards = 0, nredirects = 0;
+    for (size_t i = 0; i < n; i++) {
         nguards += mf_action(rules[i].action)->guarded;
+        nredirects += mf_action(rules[i].action)->redirected;
+    }
     t->guards = nguards ? calloc(nguards, sizeof *t->guards) : NULL;
-    if (!t->rules || !t->names || !t->hits || !t->pool || (nguards && !t->guards))
+    t->redirects = nredirects ? calloc(nredirects, sizeof *t->redirects) : NULL;
+    if (!t->rules || !t->names || !t->hits || !t->pool || (nguards && !t->guards) ||
+        (nredirects && !t->redirects))
         return MF_ENOMEM;
+    t->footprint += nredirects * sizeof *t->redirects;
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
         struct mf_crule *c = &t->rules[i];
@@ -378,6 +444,11 @@ static int copy_rules(struct mf_table *t, const struct mf_rule *rules, size_t n)
         c->start = rules[i].start;
         c->action = rules[i].action;
         c->guard = MF_NO_RULE;
+        if (mf_action(rules[i].action)->redirected) {
+            t->redirects[t->nredirects] = (struct mf_redirect){
+                rules[i].target_offset, rules[i].size, (uint32_t)i, rules[i].target};
+            c->redirect = (uint32_t)t->nredirects++;
+        }
         if (mf_action(rules[i].action)->guarded) {
             struct mf_guard *g = &t->guards[t->nguards];
             g->rule = (uint32_t)i;
@@ -452,6 +523,7 @@ void mf_table_free(struct mf_table *t)
     for (size_t g = 0; g < t->nguards; g++)
         mf_guard_state_put(t->guards[g].state);
     free(t->guards);
+    free(t->redirects);
     free(t->rules);
     free((void *)t->hits);
     free(t->pool);

@@ -158,7 +158,7 @@ int main(void)
     map_direct_areas(vm, table, bar);
     struct mf_backend be = {.kind = MF_BACKEND_MEMORY, .base = bar, .length = BAR_SIZE};
     struct mf_error err;
-    struct mf_filter *filter = mf_filter_new(&be, 0, 64, table, &err); /* owns the table now */
+    struct mf_filter *filter = mf_filter_new(&be, NULL, 0, 0, 64, table, &err); /* owns the table now */
     if (!filter) {
         fprintf(stderr, "filter: %s\n", err.message);
         return 2;

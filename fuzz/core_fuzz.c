@@ -3,10 +3,11 @@
  *
  * The input is decoded into a BAR size, a page size, a policy and a sequence of accesses (some
  * invalid, some policy updates). Every access goes through mf_access_scalar() over a callback
- * backend that records the device accesses it receives. An independent byte-level model here,
- * written from contract §2-3 and docs/contract-details.md and sharing no code with the core,
- * predicts the outcome, the value and the exact list of device accesses; any difference, or any
- * device access carrying a byte the policy does not pass, aborts.
+ * backend that records the device accesses it receives, with two redirect targets recording
+ * theirs. An independent byte-level model here, written from docs/contract-details.md and
+ * sharing no code with the core, predicts the outcome, the value and the exact lists of device
+ * and target accesses; any difference, or any device access carrying a byte the policy does
+ * not pass, aborts.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,12 +20,20 @@
 
 #define MAX_RULES 12
 #define MAX_LOG 16
-
+#define NTARGETS 2
 
 struct dev_access {
     uint64_t off, value;
     unsigned width;
     bool write;
+};
+
+/* A device or a target: reads return a pattern of the address xor a salt; every access is
+ * recorded. */
+struct sink {
+    struct dev_access log[MAX_LOG];
+    size_t n;
+    uint8_t salt;
 };
 
 struct world {
@@ -33,8 +42,7 @@ struct world {
     char names[MAX_RULES][8];
     size_t nrules;
     struct mf_config cfg;
-    struct dev_access log[MAX_LOG];
-    size_t nlog;
+    struct sink dev, tgt[NTARGETS];
 };
 
 #define FAIL(...)                                                                             \
@@ -44,32 +52,48 @@ struct world {
         abort();                                                                              \
     } while (0)
 
-/* The device: reads return a pattern of the address; writes are only recorded. */
-static uint8_t pattern(uint64_t a) { return (uint8_t)(a * 131 + 7 + (a >> 9)); }
+static uint8_t pattern(uint64_t a, uint8_t salt) { return (uint8_t)(a * 131 + 7 + (a >> 9)) ^ salt; }
 
-static int dev_read(void *ctx, uint64_t off, unsigned w, uint64_t *v)
+static int sink_read(void *ctx, uint64_t off, unsigned w, uint64_t *v)
 {
-    struct world *wd = ctx;
-    if (wd->nlog == MAX_LOG)
+    struct sink *s = ctx;
+    if (s->n == MAX_LOG)
         FAIL("more device accesses than any single access can need");
     uint64_t x = 0;
     for (unsigned i = 0; i < w; i++)
-        x |= (uint64_t)pattern(off + i) << (8 * i);
-    wd->log[wd->nlog++] = (struct dev_access){off, x, w, false};
+        x |= (uint64_t)pattern(off + i, s->salt) << (8 * i);
+    s->log[s->n++] = (struct dev_access){off, x, w, false};
     *v = x;
     return 0;
 }
 
-static int dev_write(void *ctx, uint64_t off, unsigned w, uint64_t v)
+static int sink_write(void *ctx, uint64_t off, unsigned w, uint64_t v)
 {
-    struct world *wd = ctx;
-    if (wd->nlog == MAX_LOG)
+    struct sink *s = ctx;
+    if (s->n == MAX_LOG)
         FAIL("more device accesses than any single access can need");
-    wd->log[wd->nlog++] = (struct dev_access){off, v, w, true};
+    s->log[s->n++] = (struct dev_access){off, v, w, true};
     return 0;
 }
 
 /* ---- the independent model ----------------------------------------------------------- */
+
+/* Restrictiveness on a priority tie (docs/contract-details.md): deny > emulate > redirect >
+ * mask > readonly > guard > audit > allow. */
+static int rank_of(uint8_t action)
+{
+    switch (action) {
+    case MF_ALLOW: return 0;
+    case MF_AUDIT: return 1;
+    case MF_GUARD: return 2;
+    case MF_READONLY: return 3;
+    case MF_MASK: return 4;
+    case MF_REDIRECT: return 5;
+    case MF_EMULATE: return 6;
+    case MF_DENY: return 7;
+    }
+    FAIL("no rank for action %u", action);
+}
 
 /* Owner of byte a: highest priority, then most restrictive action, then listed last. */
 static int owner(const struct world *wd, uint64_t a)
@@ -80,7 +104,8 @@ static int owner(const struct world *wd, uint64_t a)
         if (a < r->start || a - r->start >= r->size)
             continue;
         if (best < 0 || r->priority > wd->rules[best].priority ||
-            (r->priority == wd->rules[best].priority && r->action >= wd->rules[best].action))
+            (r->priority == wd->rules[best].priority &&
+             rank_of(r->action) >= rank_of(wd->rules[best].action)))
             best = (int)i;
     }
     return best;
@@ -89,12 +114,20 @@ static int owner(const struct world *wd, uint64_t a)
 struct expect {
     uint8_t outcome;
     uint64_t value;
-    struct dev_access log[MAX_LOG];
-    size_t nlog;
+    struct sink dev, tgt[NTARGETS]; /* the accesses each should see (salts unused) */
 };
 
-static void chunks(struct expect *e, uint64_t off, unsigned w, const bool *sel, bool write,
-                   uint64_t wvalue)
+static void expect_access(struct sink *s, uint64_t off, uint64_t value, unsigned w, bool write)
+{
+    if (s->n == MAX_LOG)
+        FAIL("model: more accesses than any single access can need");
+    s->log[s->n++] = (struct dev_access){off, value, w, write};
+}
+
+/* The bytes `sel` of an access, byte k at address base + k (mod 2^64) of a sink with `salt`,
+ * in naturally aligned chunks of those addresses. Reads fill *rv's bytes. */
+static void chunks(struct sink *s, uint64_t base, unsigned w, const bool *sel, bool write,
+                   uint64_t wvalue, uint8_t salt, uint64_t *rv)
 {
     for (unsigned k = 0; k < w;) {
         if (!sel[k]) {
@@ -104,16 +137,19 @@ static void chunks(struct expect *e, uint64_t off, unsigned w, const bool *sel, 
         unsigned end = k;
         while (end < w && sel[end])
             end++;
-        for (uint64_t p = off + k; p < off + end;) {
+        for (uint64_t p = base + k; p < base + end;) {
             unsigned cw = 8;
-            while (p % cw || p + cw > off + end)
+            while (p % cw || p + cw > base + end)
                 cw /= 2;
             uint64_t v = 0;
             for (unsigned i = 0; i < cw; i++) {
-                unsigned b = (unsigned)(p - off) + i;
-                v |= (uint64_t)(write ? (uint8_t)(wvalue >> (8 * b)) : pattern(p + i)) << (8 * i);
+                unsigned b = (unsigned)(p - base) + i;
+                uint8_t byte = write ? (uint8_t)(wvalue >> (8 * b)) : pattern(p + i, salt);
+                v |= (uint64_t)byte << (8 * i);
+                if (!write)
+                    *rv = (*rv & ~(0xFFull << (8 * b))) | (uint64_t)byte << (8 * b);
             }
-            e->log[e->nlog++] = (struct dev_access){p, v, cw, write};
+            expect_access(s, p, v, cw, write);
             p += cw;
         }
         k = end;
@@ -132,9 +168,11 @@ static void predict(const struct world *wd, uint64_t off, unsigned w, bool write
         e->value = write ? 0 : fill;
         return;
     }
+    int own[8];
     uint8_t act[8], vb[8] = {0}, mb[8] = {0};
     for (unsigned k = 0; k < w; k++) {
         int r = owner(wd, off + k);
+        own[k] = r;
         act[k] = r < 0 ? MF_ALLOW : wd->rules[r].action;
         if (r >= 0) {
             uint64_t i = off + k - wd->rules[r].start;
@@ -142,29 +180,50 @@ static void predict(const struct world *wd, uint64_t off, unsigned w, bool write
             mb[k] = i < wd->rules[r].mask_len ? wd->rules[r].mask[i] : 0;
         }
     }
-    bool pass[8];
-    unsigned npass = 0, nemul = 0;
+    /* wholly inside one redirect rule: one access of the same width to its target */
+    bool one_rule = true;
+    for (unsigned k = 1; k < w; k++)
+        one_rule &= own[k] == own[0];
+    if (one_rule && act[0] == MF_REDIRECT) {
+        const struct mf_rule *r = &wd->rules[own[0]];
+        uint64_t at = r->target_offset + (off - r->start);
+        uint64_t v = val;
+        if (!write) {
+            v = 0;
+            for (unsigned k = 0; k < w; k++)
+                v |= (uint64_t)pattern(at + k, wd->tgt[r->target].salt) << (8 * k);
+        }
+        e->outcome = MF_REDIRECTED;
+        e->value = v;
+        expect_access(&e->tgt[r->target], at, v, w, write);
+        return;
+    }
+    bool dev[8], tgt[8];
+    unsigned ndev = 0, ntgt = 0, nemul = 0;
     uint64_t out = 0, local = 0;
     for (unsigned k = 0; k < w; k++) {
         uint8_t b = (uint8_t)(val >> (8 * k));
+        tgt[k] = act[k] == MF_REDIRECT;
         if (write) {
-            pass[k] = act[k] == MF_ALLOW || act[k] == MF_AUDIT || act[k] == MF_MASK;
+            dev[k] = act[k] == MF_ALLOW || act[k] == MF_AUDIT || act[k] == MF_MASK;
             if (act[k] == MF_MASK)
                 b = (uint8_t)((b & ~mb[k]) | (vb[k] & mb[k]));
-            out |= (uint64_t)(pass[k] ? b : 0) << (8 * k);
+            out |= (uint64_t)(dev[k] || tgt[k] ? b : 0) << (8 * k);
         } else {
-            pass[k] = act[k] <= MF_MASK;
+            dev[k] = act[k] == MF_ALLOW || act[k] == MF_AUDIT || act[k] == MF_READONLY ||
+                     act[k] == MF_MASK;
             nemul += act[k] == MF_EMULATE;
             local |= (uint64_t)(act[k] == MF_EMULATE ? vb[k] : wd->cfg.fill) << (8 * k);
-            out |= (uint64_t)(pass[k] ? pattern(off + k) : 0) << (8 * k);
+            out |= (uint64_t)(dev[k] ? pattern(off + k, 0) : 0) << (8 * k);
         }
-        npass += pass[k];
+        ndev += dev[k];
+        ntgt += tgt[k];
     }
-    if (npass == w) {
+    if (ndev == w) {
         e->outcome = write && out != val ? MF_MASKED : MF_PASS;
         e->value = out;
-        e->log[e->nlog++] = (struct dev_access){off, out, w, write};
-    } else if (npass == 0) {
+        expect_access(&e->dev, off, out, w, write);
+    } else if (ndev == 0 && ntgt == 0) {
         e->outcome = write ? MF_BLOCKED : nemul == w ? MF_EMULATED : MF_BLOCKED;
         e->value = write ? 0 : local;
     } else if (wd->cfg.partial == MF_PARTIAL_DENY) {
@@ -172,24 +231,34 @@ static void predict(const struct world *wd, uint64_t off, unsigned w, bool write
         e->value = write ? 0 : fill;
     } else {
         e->outcome = MF_PARTIAL;
-        if (write) {
-            e->value = out;
-        } else {
-            e->value = 0;
-            for (unsigned k = 0; k < w; k++)
-                e->value |= (pass[k] ? (out >> (8 * k)) & 0xFF : (local >> (8 * k)) & 0xFF)
-                            << (8 * k);
+        e->value = write ? out : local;
+        chunks(&e->dev, off, w, dev, write, out, 0, &e->value);
+        /* redirect bytes rule by rule, in the order of each rule's first byte */
+        bool done[8] = {false};
+        for (unsigned k = 0; k < w; k++) {
+            if (!tgt[k] || done[k])
+                continue;
+            bool sel[8];
+            for (unsigned j = 0; j < w; j++)
+                done[j] |= sel[j] = own[j] == own[k];
+            const struct mf_rule *r = &wd->rules[own[k]];
+            uint64_t base = r->target_offset + (off - r->start);
+            chunks(&e->tgt[r->target], base, w, sel, write, out, wd->tgt[r->target].salt,
+                   &e->value);
         }
-        chunks(e, off, w, pass, write, out);
     }
 }
 
-static bool same_log(const struct dev_access *a, const struct dev_access *b, size_t n)
+static bool same_log(const struct sink *got, const struct sink *want)
 {
-    for (size_t i = 0; i < n; i++)
-        if (a[i].off != b[i].off || a[i].value != b[i].value || a[i].width != b[i].width ||
-            a[i].write != b[i].write)
+    if (got->n != want->n)
+        return false;
+    for (size_t i = 0; i < got->n; i++) {
+        const struct dev_access *a = &got->log[i], *b = &want->log[i];
+        if (a->off != b->off || a->value != b->value || a->width != b->width ||
+            a->write != b->write)
             return false;
+    }
     return true;
 }
 
@@ -227,8 +296,17 @@ static void decode_rules(struct input *in, struct world *wd)
         if (len > size - start)
             len = size - start;
         uint8_t ab = (uint8_t)take(in, 1);
+        uint8_t action = ab % 7 == 6 ? MF_REDIRECT : ab % 7; /* every action but a guard */
         *r = (struct mf_rule){.name = wd->names[i], .start = start, .size = len,
-                              .priority = (int32_t)(ab >> 4) % 3 - 1, .action = ab % 6};
+                              .priority = (int32_t)(ab >> 4) % 3 - 1, .action = action};
+        if (action == MF_REDIRECT) {
+            uint8_t tb = (uint8_t)take(in, 1);
+            r->target = tb & 1;
+            if (tb & 2) /* anywhere the rule fits, up to the top of the target's space */
+                r->target_offset = take(in, 8) % (UINT64_MAX - len + 1);
+            else /* near the rule's own offset, aligned like it or not */
+                r->target_offset = (start & 0xFFFF) + (tb >> 2);
+        }
         r->value_len = (size_t)take(in, 1) % 9;
         r->mask_len = (size_t)take(in, 1) % 9;
         if (r->value_len > len)
@@ -273,10 +351,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     wd.cfg.unaligned = modes >> 1 & 1;
     decode_rules(&in, &wd);
 
-    struct mf_backend be = {.kind = MF_BACKEND_CALLBACK, .read = dev_read, .write = dev_write,
-                            .ctx = &wd};
+    struct mf_backend be = {.kind = MF_BACKEND_CALLBACK, .read = sink_read, .write = sink_write,
+                            .ctx = &wd.dev};
+    struct mf_backend targets[NTARGETS];
+    for (unsigned k = 0; k < NTARGETS; k++) {
+        wd.tgt[k].salt = (uint8_t)(0x5A + 0x69 * k);
+        targets[k] = (struct mf_backend){.kind = MF_BACKEND_CALLBACK, .read = sink_read,
+                                         .write = sink_write, .ctx = &wd.tgt[k]};
+    }
     struct mf_error err;
-    struct mf_filter *f = mf_filter_new(&be, 0, 4, compile(&wd), &err);
+    struct mf_filter *f = mf_filter_new(&be, targets, NTARGETS, 0, 4, compile(&wd), &err);
     if (!f)
         FAIL("mf_filter_new: %s", err.message);
 
@@ -287,8 +371,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (op & 0x10)
                 decode_rules(&in, &wd);
             struct mf_table *old = NULL;
-            if (mf_filter_update(f, compile(&wd), &old) != MF_OK)
-                FAIL("update refused");
+            if (mf_filter_update(f, compile(&wd), &old, &err) != MF_OK)
+                FAIL("update refused: %s", err.message);
             mf_table_free(old);
             continue;
         }
@@ -299,13 +383,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint64_t val = take(&in, 8);
         if (write && w < 8 && !(op & 0x20))
             val &= (1ull << (8 * w)) - 1;
-        wd.nlog = 0;
+        wd.dev.n = 0;
+        for (unsigned k = 0; k < NTARGETS; k++)
+            wd.tgt[k].n = 0;
         struct mf_result res;
         int rc = mf_access_scalar(f, off, w, write, val, &res);
         bool valid = (w == 1 || w == 2 || w == 4 || w == 8) && off <= wd.cfg.bar_size &&
                      w <= wd.cfg.bar_size - off && !(write && w < 8 && val >> (8 * w));
         if (!valid) {
-            if (rc == MF_OK || wd.nlog)
+            if (rc == MF_OK || wd.dev.n || wd.tgt[0].n || wd.tgt[1].n)
                 FAIL("invalid access (off %#llx w %u) accepted or touched the device",
                      (unsigned long long)off, w);
             continue;
@@ -318,9 +404,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FAIL("off %#llx w %u %s: outcome %u value %#llx, expected %u %#llx",
                  (unsigned long long)off, w, write ? "write" : "read", res.outcome,
                  (unsigned long long)res.value, e.outcome, (unsigned long long)e.value);
-        if (wd.nlog != e.nlog || !same_log(wd.log, e.log, e.nlog))
+        if (!same_log(&wd.dev, &e.dev))
             FAIL("off %#llx w %u: device saw %zu accesses, expected %zu (or different ones)",
-                 (unsigned long long)off, w, wd.nlog, e.nlog);
+                 (unsigned long long)off, w, wd.dev.n, e.dev.n);
+        for (unsigned k = 0; k < NTARGETS; k++)
+            if (!same_log(&wd.tgt[k], &e.tgt[k]))
+                FAIL("off %#llx w %u: target %u saw %zu accesses, expected %zu (or others)",
+                     (unsigned long long)off, w, k, wd.tgt[k].n, e.tgt[k].n);
     }
     struct mf_event ev[4];
     while (mf_drain_events(f, ev, 4))

@@ -969,7 +969,7 @@ static void op_swap(struct input *in, struct world *w)
         w->cfg.partial ^= 1;
     struct mf_table *old = NULL;
     struct mf_table *t = compile(w);
-    if (mf_filter_update(w->f, t, &old) != MF_OK || !old)
+    if (mf_filter_update(w->f, t, &old, NULL) != MF_OK || !old)
         FAIL("policy update refused");
     if (how & 32) {
         mf_table_free(w->retired);
@@ -991,7 +991,7 @@ static void op_republish(struct world *w)
     if (!w->retired_unguarded)
         answer_all(w); /* its guard may start afresh (if its state is not the current one) */
     struct mf_table *old = NULL;
-    if (mf_filter_update(w->f, w->retired, &old) != MF_OK || !old)
+    if (mf_filter_update(w->f, w->retired, &old, NULL) != MF_OK || !old)
         FAIL("publishing a retired table again was refused");
     TRACE("    a retired table published again\n");
     w->retired = old;
@@ -1014,7 +1014,7 @@ static void new_filter(struct world *w)
     struct mf_backend be = {.kind = MF_BACKEND_CALLBACK, .read = dev_read, .write = dev_write,
                             .ctx = w};
     struct mf_error err;
-    w->f = mf_filter_new(&be, 0, 8, compile(w), &err);
+    w->f = mf_filter_new(&be, NULL, 0, 0, 8, compile(w), &err);
     if (!w->f)
         FAIL("mf_filter_new: %s", err.message);
 }

@@ -23,6 +23,10 @@ class Backend:
     def _raise_failure(self, where: str) -> None:
         raise BackendError(f"{where}: the backend failed")
 
+    def _has_failure(self) -> bool:
+        """Did this backend fail the calling thread's last access (a callback that raised)?"""
+        return False
+
 
 class MemoryBackend(Backend):
     """A writable buffer holding the BAR: an mmap of a sysfs `resourceN` file, a VFIO region,
@@ -98,6 +102,9 @@ class CallbackBackend(Backend):
     def _fail(self, exc: BaseException) -> int:
         self._failure.exc = exc
         return -1
+
+    def _has_failure(self) -> bool:
+        return getattr(self._failure, "exc", None) is not None
 
     def _raise_failure(self, where: str) -> None:
         exc = getattr(self._failure, "exc", None)

@@ -8,11 +8,19 @@
     name = "pmc-enable-nvlink"
     start = 0x200
     size = 4
-    action = "mask"        # allow | audit | readonly | mask | emulate | deny
+    action = "mask"        # allow | audit | readonly | mask | redirect | emulate | deny
     mask = 0x02000000      # optional, default 0
     value = 0x02000000     # optional, default 0
     priority = 0           # optional, default 0
     bar = 0                # optional, default 0
+
+    [[rule]]               # a redirect rule: its bytes are served by a target backend
+    name = "pcfg-mirror"
+    start = 0x88000
+    size = 0x1000
+    action = "redirect"
+    target = "config"      # a target the filter is given (BarFilter(..., targets=...))
+    target_offset = 0      # optional, default 0: where the rule's first byte lands
 
     [[guard]]              # a stateful guard (docs/fsp-guard.md)
     name = "fsp"
@@ -54,7 +62,18 @@ GUARD_KEYS = {
     "bar",
 }
 GUARD_KINDS = ("fsp",)
-RULE_KEYS = {"name", "start", "size", "action", "value", "mask", "priority", "bar"}
+RULE_KEYS = {
+    "name",
+    "start",
+    "size",
+    "action",
+    "value",
+    "mask",
+    "priority",
+    "bar",
+    "target",
+    "target_offset",
+}
 RULE_REQUIRED = ("name", "start", "size", "action")
 
 
@@ -114,7 +133,7 @@ def parse_rule(entry: object, index: int, where: str) -> Rule:
     for key in RULE_REQUIRED:
         if key not in entry:
             raise PolicyError(f"{label}: missing field '{key}'")
-    _check_types(entry, label, {"name", "action"}, set())
+    _check_types(entry, label, {"name", "action", "target"}, set())
     try:
         return Rule(**entry)
     except PolicyError as e:

@@ -7,17 +7,15 @@ from dataclasses import dataclass, field
 
 
 class Outcome(enum.Enum):
-    """How the filter decided one access. The values match the C core's order."""
+    """How the filter decided one access (the core's codes: mmiofilter._binding)."""
 
     PASS = "pass"
     MASKED = "masked"
     EMULATED = "emulated"
     BLOCKED = "blocked"
     PARTIAL = "partial"
-
-
-#: Outcome by the C core's numeric code (MF_PASS = 0 ... MF_PARTIAL = 4).
-OUTCOME_BY_CODE: tuple[Outcome, ...] = tuple(Outcome)
+    #: One redirect rule owned every byte: the access went to its target, not the device.
+    REDIRECTED = "redirected"
 
 
 @dataclass(frozen=True)

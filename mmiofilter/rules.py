@@ -6,24 +6,24 @@ policy that is silently reinterpreted is a protection silently weakened.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from . import _binding as cb
 from .errors import PolicyError, shown
 from .lint import warn_inert
 
-#: Actions from the least to the most restrictive: the tie-break order of contract §2.
-ACTIONS: tuple[str, ...] = ("allow", "audit", "readonly", "mask", "emulate", "deny")
-PARTIAL_MODES: tuple[str, ...] = ("deny", "split")
-UNALIGNED_MODES: tuple[str, ...] = ("allow", "deny")
-NUM_BARS = 6
-#: Names travel in fixed-size event records of the C core (63 bytes and a NUL).
-MAX_NAME_BYTES = 63
+#: A rule's actions, from the least to the most restrictive: the tie-break order of
+#: docs/contract-details.md (a guard, between readonly and audit, is a rule of its own class).
+ACTIONS: tuple[str, ...] = ("allow", "audit", "readonly", "mask", "redirect", "emulate", "deny")
+PARTIAL_MODES: tuple[str, ...] = tuple(cb.PARTIAL_CODE)
+UNALIGNED_MODES: tuple[str, ...] = tuple(cb.UNALIGNED_CODE)
+NUM_BARS: int = cb.NUM_BARS
+#: Names travel in fixed-size event records of the C core (MF_NAME_MAX with the NUL).
+MAX_NAME_BYTES: int = cb.NAME_MAX_BYTES
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 U64_MAX = 2**64 - 1
-_NAME_OK = re.compile(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")
 
 
 def _is_int(v: object) -> bool:
@@ -31,12 +31,14 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Rule:
-    """A byte range `[start, start+size)` of one BAR with an action (contract §1, §2).
+    """A byte range `[start, start+size)` of one BAR with an action (docs/contract-details.md).
 
     `value` and `mask` are laid little-endian over the rule's bytes: byte i of the rule is
-    `(value >> 8*i) & 0xFF`.
+    `(value >> 8*i) & 0xFF`. A `redirect` rule names its `target` (a backend the filter is
+    given as `BarFilter(..., targets={name: backend})`); byte i of the rule is byte
+    `target_offset + i` of the target.
     """
 
     name: str
@@ -47,23 +49,20 @@ class Rule:
     mask: int = field(default=0, kw_only=True)
     priority: int = field(default=0, kw_only=True)
     bar: int = field(default=0, kw_only=True)
+    target: str = field(default="", kw_only=True)
+    target_offset: int = field(default=0, kw_only=True)
 
     #: The actions this kind of rule may have (a guard is a rule whose action is "guard").
     allowed_actions: ClassVar[tuple[str, ...]] = ACTIONS
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME_OK.match(self.name):
-            raise PolicyError(
-                f"rule {self.name!r}: name must be printable ASCII, without leading or "
-                "trailing spaces"
-            )
-        if self.name.startswith("("):
-            # "(unaligned)" and the like name the filter's own decisions in events
-            raise PolicyError(f"rule {self.name!r}: names starting with '(' are reserved")
-        if len(self.name.encode()) > MAX_NAME_BYTES:
-            raise PolicyError(f"rule {self.name!r}: name is longer than {MAX_NAME_BYTES} bytes")
+        # Types, and what no field of struct mf_rule can carry, are checked here; every range
+        # and limit a rule has on its own is the core's (mf_rule_check), so a C caller and a
+        # policy file get the same rules and the same messages.
+        if not isinstance(self.name, str) or "\0" in self.name:
+            raise PolicyError(f"rule {shown(self.name)}: name must be a string without NUL")
         where = f"rule {self.name!r}"
-        for fname in ("start", "size", "value", "mask", "priority", "bar"):
+        for fname in ("start", "size", "value", "mask", "priority", "bar", "target_offset"):
             if not _is_int(getattr(self, fname)):
                 raise PolicyError(
                     f"{where}: {fname} must be an integer, not {shown(getattr(self, fname))}"
@@ -74,30 +73,52 @@ class Rule:
                 f"{where}: action {shown(self.action)} is not one of "
                 f"{', '.join(self.allowed_actions)}{hint}"
             )
-        if self.start < 0 or self.start > U64_MAX:
-            raise PolicyError(f"{where}: start {self.start:#x} is outside 0..2**64-1")
-        if self.size < 1:
-            raise PolicyError(f"{where}: size must be at least 1, not {shown(self.size)}")
-        if self.start + self.size - 1 > U64_MAX:
-            raise PolicyError(
-                f"{where}: start {self.start:#x} + size {self.size:#x} wraps past 2**64"
-            )
-        for fname in ("value", "mask"):
+        # integers the C fields cannot hold
+        for fname, low, high, want in (
+            ("start", 0, U64_MAX, "0..2**64-1"),
+            ("size", 0, U64_MAX, "1..2**64-1"),  # 0 fits: the core refuses it
+            ("target_offset", 0, U64_MAX, "0..2**64-1"),
+            ("priority", PRIORITY_MIN, PRIORITY_MAX, "a signed 32-bit integer"),
+        ):
             v = getattr(self, fname)
-            if v < 0:
+            if not low <= v <= high:
+                raise PolicyError(f"{where}: {fname} {shown(v)} is not {want}")
+        for fname in ("value", "mask"):
+            if getattr(self, fname) < 0:
                 raise PolicyError(f"{where}: {fname} must not be negative")
-            if v.bit_length() > 8 * self.size:
-                raise PolicyError(
-                    f"{where}: {fname} {v:#x} does not fit in the rule's {self.size} byte(s)"
-                )
-        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
-            raise PolicyError(
-                f"{where}: priority {shown(self.priority)} is outside a signed 32-bit range"
-            )
+        # the BAR index and the target's name are not part of struct mf_rule
         if not 0 <= self.bar < NUM_BARS:
             raise PolicyError(
                 f"{where}: bar {shown(self.bar)} is not a BAR index 0..{NUM_BARS - 1}"
             )
+        if not isinstance(self.target, str):
+            raise PolicyError(f"{where}: target must be a string, not {shown(self.target)}")
+        if self.action == "redirect" and not (self.target.isidentifier() and self.target.isascii()):
+            raise PolicyError(
+                f"{where}: a redirect rule needs a target name (an identifier such as "
+                f"'config'), not {shown(self.target)}"
+            )
+        if self.action != "redirect" and self.target:
+            raise PolicyError(
+                f"{where}: target and target_offset belong to redirect rules, not {self.action}"
+            )
+        cb.check_rule(self)
+
+    def __repr__(self) -> str:
+        # as it would be written: the keyword fields only where they differ from the default
+        extra = "".join(
+            f", {f}={getattr(self, f)!r}"
+            for f, default in (
+                ("value", 0),
+                ("mask", 0),
+                ("priority", 0),
+                ("bar", 0),
+                ("target", ""),
+                ("target_offset", 0),
+            )
+            if getattr(self, f) != default
+        )
+        return f"Rule({self.name!r}, {self.start:#x}, {self.size:#x}, {self.action!r}{extra})"
 
     @property
     def end(self) -> int:

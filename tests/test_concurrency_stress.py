@@ -29,7 +29,7 @@ from mmiofilter._core import ffi, lib
 
 import mmiofilter as mf
 from mmiofilter import Outcome, Rule
-from mmiofilter.results import OUTCOME_BY_CODE
+from mmiofilter._binding import OUTCOME_BY_CODE
 from mmiofilter.testing import ModelDevice, ModelFilter, compute_layout
 
 Access = tuple[int, int, bool, int]

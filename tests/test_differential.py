@@ -1,5 +1,6 @@
 """The C core against the reference model: same outcome, value, device accesses, events,
-counters and layout, for random policies and access sequences (contract §2-4).
+counters and layout, for random policies and access sequences (contract §2-4). Redirect rules
+name two targets, devices of their own whose accesses and bytes are compared too.
 
 The device log comparison is the strongest check: the C core and the model must turn each
 MMIO access into exactly the same sequence of device accesses (offsets, widths, values), which
@@ -31,6 +32,8 @@ from mmiofilter.testing.model import READ_CLEAN_ACTIONS, compute_read_direct
 from mmiofilter.testing.security import assert_security
 
 Access = tuple[int, int, bool, int]
+#: The redirect targets every scenario's filters get (rules name them at random).
+TARGETS = ("config", "window")
 
 
 def pattern(offsets: set[int]) -> dict[int, int]:
@@ -48,14 +51,18 @@ def run_both(
     touched = {o + i for s in steps if isinstance(s, tuple) for o, w in [s[:2]] for i in range(w)}
     init = pattern({o for o in touched if 0 <= o < size})
     cdev, mdev = ModelDevice(init), ModelDevice(init)
+    # targets read as a pattern of their own (sparse: a rule may land anywhere in them)
+    ctargets = {n: PatternDevice(n) for n in TARGETS}
+    mtargets = {n: PatternDevice(n) for n in TARGETS}
     f = mf.BarFilter(
         size,
         policy,
         mf.CallbackBackend(cdev.read, cdev.write),
         page_size=page,
         ring_capacity=ring,
+        targets={n: mf.CallbackBackend(d.read, d.write) for n, d in ctargets.items()},
     )
-    m = ModelFilter(size, policy, mdev, page_size=page, ring_capacity=ring)
+    m = ModelFilter(size, policy, mdev, page_size=page, ring_capacity=ring, targets=mtargets)
     current = policy
     for step in steps:
         if isinstance(step, mf.Policy):
@@ -75,6 +82,8 @@ def run_both(
         got = f.access(*step)
         assert got == want, f"{step}: core {got}, model {want}"
         assert cdev.log == mdev.log, f"{step}: device accesses differ"
+        for n in TARGETS:
+            assert ctargets[n].log == mtargets[n].log, f"{step}: accesses to target {n} differ"
         if got.outcome is mf.Outcome.PARTIAL:
             for off, width, _, _ in cdev.log[before:]:
                 assert off % width == 0, "split chunk not naturally aligned"
@@ -83,19 +92,36 @@ def run_both(
     assert f.dropped_events == m.dropped_events
     assert f.counters() == m.counters()
     assert [cdev.byte(o) for o in sorted(touched)] == [mdev.byte(o) for o in sorted(touched)]
+    for n in TARGETS:
+        written = sorted({o + i for o, w, wr, _ in ctargets[n].log if wr for i in range(w)})
+        assert [ctargets[n].byte(o) for o in written] == [mtargets[n].byte(o) for o in written]
+
+
+class PatternDevice(ModelDevice):
+    """A target whose bytes never written read as a reproducible pattern of its name and the
+    offset, computed on demand (a redirect rule may land anywhere in a 2**64-byte target)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def byte(self, offset: int) -> int:
+        if offset in self._bytes:
+            return self._bytes[offset]
+        return hashlib.blake2b(f"{self.name}{offset}".encode(), digest_size=1).digest()[0]
 
 
 @st.composite
 def scenario(draw: st.DrawFn) -> tuple[int, int, mf.Policy, list[Access | mf.Policy], int]:
     page = draw(page_sizes())
     size = draw(bar_sizes(page))
-    policy = draw(policies(size))
+    policy = draw(policies(size, targets=TARGETS))
     steps: list[Access | mf.Policy] = []
     current = policy
     for _ in range(draw(st.integers(1, 24))):
         kind = draw(st.integers(0, 19))
         if kind == 0:
-            current = draw(policies(size))
+            current = draw(policies(size, targets=TARGETS))
             steps.append(current)
         elif kind == 1:
             steps.append(draw(invalid_accesses(size)))
@@ -115,11 +141,12 @@ def test_core_matches_model(s: tuple[int, int, mf.Policy, list[Access | mf.Polic
 def test_layout_matches_model_and_is_sound(data: st.DataObject) -> None:
     page = data.draw(page_sizes())
     size = data.draw(bar_sizes(page))
-    policy = data.draw(policies(size))
-    f = mf.BarFilter(
-        size, policy, mf.CallbackBackend(lambda o, w: 0, lambda o, w, v: None), page_size=page
+    policy = data.draw(policies(size, targets=TARGETS))
+    nothing = mf.CallbackBackend(lambda o, w: 0, lambda o, w, v: None)
+    f = mf.BarFilter(size, policy, nothing, page_size=page, targets=dict.fromkeys(TARGETS, nothing))
+    m = ModelFilter(
+        size, policy, ModelDevice(), page_size=page, targets={n: ModelDevice() for n in TARGETS}
     )
-    m = ModelFilter(size, policy, ModelDevice(), page_size=page)
     got, want = f.layout, m.layout
     want_rd = compute_read_direct(policy.for_bar(0), size, page)
     assert got.direct == want.direct
@@ -166,16 +193,32 @@ def test_layout_matches_model_and_is_sound(data: st.DataObject) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_memory_backend_matches_model(data: st.DataObject) -> None:
-    """The exact-width volatile path over a real buffer ends with the model's device bytes."""
+    """The exact-width volatile path over real buffers (the BAR and two memory targets) ends
+    with the model's bytes."""
     page = 4096
     size = data.draw(st.sampled_from([0x400, 0x1000, 0x1800, 0x4000]))
-    policy = data.draw(policies(size))
+    tsize = 0x2000
+    policy = data.draw(policies(size, targets=TARGETS, target_size=tsize))
     init = data.draw(st.binary(min_size=size, max_size=size))
+    # the targets' contents need not be drawn: any pattern distinct from the BAR's will do
+    tinit = {
+        n: bytes((i * 7 + k * 0x55) & 0xFF for i in range(tsize)) for k, n in enumerate(TARGETS)
+    }
     buf = bytearray(init)
-    f = mf.BarFilter(size, policy, mf.MemoryBackend(buf), page_size=page)
+    tbufs = {n: bytearray(b) for n, b in tinit.items()}
+    f = mf.BarFilter(
+        size,
+        policy,
+        mf.MemoryBackend(buf),
+        page_size=page,
+        targets={n: mf.MemoryBackend(b) for n, b in tbufs.items()},
+    )
     mdev = ModelDevice(init)
-    m = ModelFilter(size, policy, mdev, page_size=page)
+    mtargets = {n: ModelDevice(b) for n, b in tinit.items()}
+    m = ModelFilter(size, policy, mdev, page_size=page, targets=mtargets)
     for acc in data.draw(st.lists(accesses(size, policy), max_size=30)):
         assert f.access(*acc) == m.access(*acc)
     assert bytes(buf) == bytes(mdev.byte(i) for i in range(size))
+    for n in TARGETS:
+        assert bytes(tbufs[n]) == bytes(mtargets[n].byte(i) for i in range(tsize))
     assert f.drain_events() == m.drain_events()

@@ -233,11 +233,11 @@ def test_a_retired_table_published_again_gets_a_fresh_guard_state() -> None:
     write_words(f, 0, 0, cot)  # checked into A's shadow
     b = _Table(mf.Policy([AUDIT]), 0, BAR, 4096)
     old = ffi.new("struct mf_table **")
-    assert lib.mf_filter_update(f._f, b.ptr, old) == lib.MF_OK
+    assert lib.mf_filter_update(f._f, b.ptr, old, ffi.NULL) == lib.MF_OK
     assert old[0] == table_a.ptr
     f.write(EMEMC, 4, 4 | AINCW)  # under B: nothing guards the mailbox
     f.write(EMEMD, 4, message_header(FW))
-    assert lib.mf_filter_update(f._f, table_a.ptr, old) == lib.MF_OK  # A again
+    assert lib.mf_filter_update(f._f, table_a.ptr, old, ffi.NULL) == lib.MF_OK  # A again
     assert old[0] == b.ptr
     b.free()
     ring(f, 0, 0, 4 * len(cot) - 4)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmiofilter.errors import AccessError, PolicyError
-from mmiofilter.results import Event, Outcome
+from mmiofilter.results import Event, Outcome, Result
 from mmiofilter.rules import ACTIONS, Policy, Rule
 from mmiofilter.testing import (
     UNALIGNED_RULE,
@@ -36,6 +36,17 @@ READ_PASSES = {"allow", "audit", "readonly", "mask"}
 WRITE_PASSES = {"allow", "audit", "mask"}
 
 
+#: Where the rules `rule()` makes redirect their first byte in the "config" target.
+TARGET_AT = 0x200
+
+
+def rule(name: str, start: int, size: int, action: str, **kw: int) -> Rule:
+    """A rule of any action; a redirect rule goes to the "config" target at TARGET_AT."""
+    if action == "redirect":
+        return Rule(name, start, size, action, target="config", target_offset=TARGET_AT, **kw)
+    return Rule(name, start, size, action, **kw)
+
+
 def make(
     rules: list[Rule],
     *,
@@ -47,11 +58,19 @@ def make(
     page_size: int = P,
     ring_capacity: int = 1024,
 ) -> ModelFilter:
-    """A filter over a device whose byte at offset o is o & 0xFF (first 4 KiB)."""
+    """A filter over a device whose byte at offset o is o & 0xFF (first 4 KiB), with a
+    "config" target whose byte at offset o is 0xFF - (o & 0xFF) (first 4 KiB)."""
     policy = Policy(rules, fill=fill, partial=partial, unaligned=unaligned)
     device = ModelDevice(bytes(range(256)) * 16)
+    config = ModelDevice(bytes(range(255, -1, -1)) * 16)
     return ModelFilter(
-        size, policy, device, bar=bar, page_size=page_size, ring_capacity=ring_capacity
+        size,
+        policy,
+        device,
+        bar=bar,
+        page_size=page_size,
+        ring_capacity=ring_capacity,
+        targets={"config": config},
     )
 
 
@@ -60,7 +79,13 @@ def log(f: ModelFilter) -> list[tuple[int, int, bool, int]]:
     return f.device.log
 
 
-# -- contract §2: each action, read and write -----------------------------------------------
+def target_log(f: ModelFilter) -> list[tuple[int, int, bool, int]]:
+    config = f.targets["config"]
+    assert isinstance(config, ModelDevice)
+    return config.log
+
+
+# -- contract §2: each action, read and write -------------------------------------------------
 
 # Rule "r" over [0x10, 0x14), value 0xAABBCCDD, mask 0xF0 (the high nibble of byte 0x10).
 READS = {
@@ -70,6 +95,8 @@ READS = {
     "mask": (Outcome.PASS, 0x13121110, True, False),
     "emulate": (Outcome.EMULATED, 0xAABBCCDD, False, True),
     "deny": (Outcome.BLOCKED, FF4, False, True),
+    # the target's bytes at 0x200..0x203: 0xFF, 0xFE, 0xFD, 0xFC; counted, not an event
+    "redirect": (Outcome.REDIRECTED, 0xFCFDFEFF, False, False),
 }
 # Writing 0x01020304: mask forces the high nibble of byte 0 to 0xD (from 0xDD): 0x04 -> 0xD4.
 WRITES = {
@@ -79,13 +106,14 @@ WRITES = {
     "mask": (Outcome.MASKED, 0x010203D4, True, True),
     "emulate": (Outcome.BLOCKED, 0, False, True),
     "deny": (Outcome.BLOCKED, 0, False, True),
+    "redirect": (Outcome.REDIRECTED, 0x01020304, False, False),
 }
 
 
 @pytest.mark.parametrize("action", ACTIONS)
 def test_read_of_each_action(action: str) -> None:
     outcome, value, touches, evented = READS[action]
-    f = make([Rule("r", 0x10, 4, action, value=0xAABBCCDD, mask=0xF0)])
+    f = make([rule("r", 0x10, 4, action, value=0xAABBCCDD, mask=0xF0)])
     result = f.access(0x10, 4, False)
     assert (result.outcome, result.value) == (outcome, value)
     assert log(f) == ([(0x10, 4, False, 0x13121110)] if touches else [])
@@ -96,7 +124,7 @@ def test_read_of_each_action(action: str) -> None:
 @pytest.mark.parametrize("action", ACTIONS)
 def test_write_of_each_action(action: str) -> None:
     outcome, value, touches, evented = WRITES[action]
-    f = make([Rule("r", 0x10, 4, action, value=0xAABBCCDD, mask=0xF0)])
+    f = make([rule("r", 0x10, 4, action, value=0xAABBCCDD, mask=0xF0)])
     result = f.access(0x10, 4, True, 0x01020304)
     assert (result.outcome, result.value) == (outcome, value)
     assert log(f) == ([(0x10, 4, True, value)] if touches else [])
@@ -169,8 +197,8 @@ def test_emulated_register_inside_a_denied_block() -> None:
 
 @pytest.mark.parametrize(("weaker", "stronger"), list(itertools.combinations(ACTIONS, 2)))
 def test_tie_goes_to_the_more_restrictive_action(weaker: str, stronger: str) -> None:
-    a = Rule("a", 0, 4, weaker)
-    b = Rule("b", 2, 4, stronger)
+    a = rule("a", 0, 4, weaker)
+    b = rule("b", 2, 4, stronger)
     assert owner([a, b], 2) is b
     assert owner([b, a], 2) is b
     assert owner([b, a], 0) is a
@@ -496,7 +524,7 @@ def test_layout_deny_shadowed_by_higher_priority_allow_does_not_trap() -> None:
 
 @pytest.mark.parametrize("action", [a for a in ACTIONS if a != "allow"])
 def test_layout_every_non_allow_action_traps(action: str) -> None:
-    layout = make([Rule("r", 0x10, 4, action)], size=2 * P).layout
+    layout = make([rule("r", 0x10, 4, action)], size=2 * P).layout
     assert (layout.direct, layout.trapped_pages, layout.collateral) == ([(P, P)], [0], P - 4)
 
 
@@ -686,3 +714,67 @@ def test_layout_matches_brute_force_on_small_bars(data: st.DataObject) -> None:
     assert layout.collateral == collateral
     direct = [i for i in pages if i not in trapped]
     assert [p for off, n in layout.direct for p in range(off // P, (off + n) // P)] == direct
+
+
+# -- contract-details 13: redirect ---------------------------------------------------------
+
+
+def test_redirect_is_one_target_access_of_the_same_width_counted_not_an_event() -> None:
+    f = make([rule("mirror", 0x100, 0x10, "redirect")])
+    # offset 0x106 is byte 6 of the rule: byte TARGET_AT + 6 of the target
+    assert f.access(0x106, 2, False) == Result(Outcome.REDIRECTED, 0xF8F9)
+    assert f.access(0x10C, 4, True, 0xA1B2C3D4) == Result(Outcome.REDIRECTED, 0xA1B2C3D4)
+    assert target_log(f) == [(0x206, 2, False, 0xF8F9), (0x20C, 4, True, 0xA1B2C3D4)]
+    assert log(f) == [] and f.drain_events() == []
+    assert f.counters() == {"mirror": 2}
+
+
+def test_redirect_naming_a_target_the_filter_lacks_is_refused() -> None:
+    r = Rule("mirror", 0, 4, "redirect", target="window")
+    with pytest.raises(PolicyError, match=r"'mirror'.*'window'"):
+        make([r])
+    f = make([])
+    with pytest.raises(PolicyError, match=r"'mirror'.*'window'"):
+        f.update(Policy([r]))
+
+
+def test_redirect_mixed_access_is_refused_whole_under_partial_deny() -> None:
+    f = make([rule("mirror", 0x102, 2, "redirect")])
+    assert f.access(0x100, 4, False) == Result(Outcome.BLOCKED, FF4)
+    assert f.access(0x100, 4, True, 0x11223344) == Result(Outcome.BLOCKED, 0)
+    assert log(f) == [] and target_log(f) == []
+    assert [e.rule for e in f.drain_events()] == ["mirror", "mirror"]
+
+
+def test_redirect_mixed_access_splits_device_and_target_bytes() -> None:
+    # bytes 0x100-0x101 allow (device), 0x102-0x103 redirect to target 0x200-0x201
+    f = make([rule("mirror", 0x102, 2, "redirect")], partial="split")
+    # device 0x100: 0x00, 0x01; target 0x200: 0xFF, 0x201: 0xFE
+    assert f.access(0x100, 4, False) == Result(Outcome.PARTIAL, 0xFEFF0100)
+    assert log(f) == [(0x100, 2, False, 0x0100)]
+    assert target_log(f) == [(0x200, 2, False, 0xFEFF)]
+    assert f.access(0x100, 4, True, 0x11223344) == Result(Outcome.PARTIAL, 0x11223344)
+    assert log(f)[-1] == (0x100, 2, True, 0x3344)
+    assert target_log(f)[-1] == (0x200, 2, True, 0x1122)
+    assert [e.outcome for e in f.drain_events()] == [Outcome.PARTIAL, Outcome.PARTIAL]
+
+
+def test_redirect_split_chunks_align_on_the_target_addresses() -> None:
+    # bytes 0x101..0x107 redirect to target 0x203..0x209: aligned there as 1, 4, 2 bytes
+    r = Rule("w", 0x101, 7, "redirect", target="config", target_offset=0x203)
+    f = make([r], partial="split")
+    f.access(0x100, 8, True, 0x0807060504030201)
+    assert log(f) == [(0x100, 1, True, 0x01)]
+    assert target_log(f) == [
+        (0x203, 1, True, 0x02),
+        (0x204, 4, True, 0x06050403),
+        (0x208, 2, True, 0x0807),
+    ]
+
+
+def test_redirect_beside_emulate_is_mixed_with_no_device_byte() -> None:
+    rules = [rule("mirror", 0x100, 2, "redirect"), Rule("e", 0x102, 2, "emulate", value=0xBEEF)]
+    assert make(rules).access(0x100, 4, False) == Result(Outcome.BLOCKED, FF4)
+    f = make(rules, partial="split")
+    assert f.access(0x100, 4, False) == Result(Outcome.PARTIAL, 0xBEEFFEFF)
+    assert log(f) == [] and target_log(f) == [(0x200, 2, False, 0xFEFF)]

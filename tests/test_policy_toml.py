@@ -73,7 +73,7 @@ def test_empty_policy_defaults() -> None:
         ),
         (
             '[[rule]]\nname="a"\nstart=0\nsize=1\naction="emulate"\nvalue=0x1FF\n',
-            r"rule 'a': value 0x1ff does not fit",
+            r"rule 'a': value of 2 bytes does not fit",
         ),
         ('[[rule]]\nname="a"\nstart=0\nsize=true\naction="deny"\n', "field 'size' must be an"),
         ("fill = 300\n", "fill must be a byte"),

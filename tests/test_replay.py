@@ -105,7 +105,7 @@ def line(i: int) -> int:
 
 
 def zeros(**counts: int) -> dict[str, int]:
-    out = dict.fromkeys(("pass", "masked", "emulated", "blocked", "partial"), 0)
+    out = dict.fromkeys(tuple(o.value for o in mf.Outcome), 0)
     out.update(counts)
     return out
 
@@ -630,7 +630,7 @@ def test_cli_options(files: dict[str, Path], capsys: pytest.CaptureFixture[str])
     out = json.loads(capsys.readouterr().out)
     assert out["bar_size"] == 0x8000 and out["skipped"]["count"] == 6  # offsets below 0x1000
     assert run_cli([*argv, "--bar-size", "0x1000"]) == 2
-    assert "outside BAR0" in capsys.readouterr().err
+    assert "lies outside the BAR" in capsys.readouterr().err
     for bad in (["--bar", "6"], ["--base", "-1"], ["--page-size", "4X"], ["--format", "pcap"]):
         assert run_cli([*argv, *bad]) == 2
     assert run_cli(["replay", "--help"]) == 0

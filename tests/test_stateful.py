@@ -7,7 +7,8 @@ carries across all of them: the event ring and its sequence numbers, the drop co
 per-rule counters that follow a rule's name across updates. A hypothesis state machine drives
 that life and checks after every step that
 
-- the core and the model return the same results and make the same device accesses;
+- the core and the model return the same results and make the same device accesses, and the
+  same accesses to the two redirect targets the filter has;
 - every device access respects the policy in force, checked without the model
   (`assert_security`);
 - the ring never holds more than its capacity, and every event the accesses caused is either
@@ -36,7 +37,7 @@ from hypothesis.stateful import (
 from mmiofilter._core import ffi, lib
 
 import mmiofilter as mf
-from mmiofilter.results import OUTCOME_BY_CODE
+from mmiofilter._binding import OUTCOME_BY_CODE
 from mmiofilter.testing import (
     ModelDevice,
     ModelFilter,
@@ -65,6 +66,8 @@ HAMMER_GROWTH_LIMIT = 32 * 1024
 MAX_LISTED_PAGES = 4096
 TOP_PRIORITY = 2**31 - 1
 U64 = 2**64
+#: The redirect targets of every filter here, and the salt of each one's byte pattern.
+TARGETS = {"config": 0x5A, "window": 0xC3}
 
 
 def pattern_byte(offset: int) -> int:
@@ -73,13 +76,18 @@ def pattern_byte(offset: int) -> int:
 
 
 class PatternDevice(ModelDevice):
-    """A `ModelDevice` whose never-written bytes read as `pattern_byte` of their offset.
+    """A `ModelDevice` whose never-written bytes read as `pattern_byte` of their offset (xor a
+    salt: a target's bytes differ from the device's at the same offset).
 
     BARs reach 64 GiB, so the pattern is computed, not stored.
     """
 
+    def __init__(self, salt: int = 0) -> None:
+        super().__init__()
+        self.salt = salt
+
     def byte(self, offset: int) -> int:
-        return self._bytes.get(offset, pattern_byte(offset))
+        return self._bytes.get(offset, pattern_byte(offset) ^ self.salt)
 
 
 def raw_batch(f: mf.BarFilter, accs: list[Access]) -> list[tuple[int, int, int]]:
@@ -147,21 +155,35 @@ class FilterLife(RuleBasedStateMachine):
     def start(self, page: int, capacity: int, data: st.DataObject) -> None:
         self.page, self.capacity = page, capacity
         self.size = data.draw(bar_sizes(page), label="size")
-        self.policy = data.draw(policies(self.size), label="policy")
+        self.policy = data.draw(policies(self.size, targets=tuple(TARGETS)), label="policy")
         self.cdev, self.mdev = PatternDevice(), PatternDevice()
+        self.ctargets = {n: PatternDevice(salt) for n, salt in TARGETS.items()}
+        self.mtargets = {n: PatternDevice(salt) for n, salt in TARGETS.items()}
         backend = mf.CallbackBackend(self.cdev.read, self.cdev.write)
         self.f = mf.BarFilter(
-            self.size, self.policy, backend, page_size=page, ring_capacity=capacity
+            self.size,
+            self.policy,
+            backend,
+            page_size=page,
+            ring_capacity=capacity,
+            targets={n: mf.CallbackBackend(d.read, d.write) for n, d in self.ctargets.items()},
         )
         self.m = ModelFilter(
-            self.size, self.policy, self.mdev, page_size=page, ring_capacity=capacity
+            self.size,
+            self.policy,
+            self.mdev,
+            page_size=page,
+            ring_capacity=capacity,
+            targets=dict(self.mtargets),
         )
 
     # ---- helpers -------------------------------------------------------------------------
 
     def causes_event(self, acc: Access, outcome: mf.Outcome) -> bool:
-        """contract-details 6, from the outcome and the policy alone: not PASS, or an audited
-        PASS."""
+        """contract-details 6, from the outcome and the policy alone: not PASS (nor REDIRECTED,
+        contract-details 13), or an audited PASS."""
+        if outcome is mf.Outcome.REDIRECTED:
+            return False
         if outcome is not mf.Outcome.PASS:
             return True
         rules = self.policy.for_bar(0)
@@ -176,6 +198,8 @@ class FilterLife(RuleBasedStateMachine):
         """
         new = self.cdev.log[before:]
         assert new == self.mdev.log[before:], "core and model touched the device differently"
+        for n in TARGETS:
+            assert self.ctargets[n].log == self.mtargets[n].log, f"target {n} accesses differ"
         assert_security(self.policy, new)
         starts = [before, *marks][: len(marks)]
         for begin, end, result in zip(starts, marks, results, strict=True):
@@ -321,7 +345,21 @@ class FilterLife(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def update(self, data: st.DataObject) -> None:
-        self.update_both(data.draw(policies(self.size), label="new policy"))
+        new = data.draw(policies(self.size, targets=tuple(TARGETS)), label="new policy")
+        self.update_both(new)
+
+    @rule(data=st.data())
+    def update_rejected_target(self, data: st.DataObject) -> None:
+        """A policy redirecting to a target the filter was not given is refused whole."""
+        offset, width, _, _ = data.draw(accesses(self.size, self.policy), label="register")
+        name = self.fresh_name("elsewhere")
+        stray = mf.Rule(name, offset, width, "redirect", target="elsewhere")
+        bad = mf.Policy([*self.policy.rules, stray])
+        with pytest.raises(mf.PolicyError, match=f"{name}.*elsewhere"):
+            self.m.update(bad)
+        with pytest.raises(mf.PolicyError, match=f"{name}.*elsewhere"):
+            self.f.update(bad)
+        assert self.f.policy == self.policy == self.m.policy
 
     @rule(data=st.data())
     def update_rejected(self, data: st.DataObject) -> None:
@@ -396,6 +434,8 @@ class FilterLife(RuleBasedStateMachine):
     def devices_agree(self) -> None:
         if hasattr(self, "f"):
             assert len(self.cdev.log) == len(self.mdev.log)
+            for n in TARGETS:
+                assert len(self.ctargets[n].log) == len(self.mtargets[n].log)
 
 
 FilterLife.TestCase.settings = settings(

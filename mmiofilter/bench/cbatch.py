@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _binding as cb
 from .._core import ffi, lib
-from ..rules import ACTIONS, Rule
+from ..rules import Rule
 from .params import Params
 from .workload import (
     BAR_SIZE,
@@ -31,25 +32,7 @@ from .workload import (
     make_workload,
 )
 
-OUTCOME_NAMES = ("pass", "masked", "emulated", "blocked", "partial")
-
-
-class CRules:
-    """`struct mf_rule[]` for a rule list, with the C strings and bytes it points to."""
-
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        self.n = len(rules)
-        self.array: Any = ffi.new("struct mf_rule[]", max(self.n, 1))
-        self._keep: list[Any] = []
-        for c, r in zip(self.array, rules, strict=False):
-            name = ffi.new("char[]", r.name.encode())
-            value = r.value.to_bytes(r.size, "little")
-            mask = r.mask.to_bytes(r.size, "little")
-            self._keep += [name, value, mask]
-            c.name, c.start, c.size, c.priority = name, r.start, r.size, r.priority
-            c.action = ACTIONS.index(r.action)
-            c.value, c.value_len = ffi.from_buffer(value), len(value)
-            c.mask, c.mask_len = ffi.from_buffer(mask), len(mask)
+OUTCOME_NAMES = tuple(o.value for o in cb.OUTCOME_BY_CODE)
 
 
 @dataclass(frozen=True)
@@ -60,19 +43,15 @@ class TableStats:
     indexed_pages: int
 
 
-def compile_table(crules: CRules, bar_size: int, page_size: int) -> tuple[Any, TableStats]:
+def compile_table(crules: cb.RuleArray, bar_size: int, page_size: int) -> tuple[Any, TableStats]:
     """Compile with `mf_table_compile`, timing only the C call."""
-    cfg = ffi.new(
-        "struct mf_config *",
-        {"bar_size": bar_size, "page_size": page_size, "fill": 0xFF, "partial": 0,
-         "unaligned": 0},
-    )  # fmt: skip
+    cfg = cb.make_config(bar_size, page_size, 0xFF, "deny", "allow")
     err = ffi.new("struct mf_error *")
     t0 = time.perf_counter_ns()
     table = lib.mf_table_compile(crules.array, crules.n, cfg, err)
     elapsed = time.perf_counter_ns() - t0
     if table == ffi.NULL:
-        raise RuntimeError(ffi.string(err.message).decode(errors="replace"))
+        raise RuntimeError(cb.error_text(err))
     stats = TableStats(
         elapsed,
         int(lib.mf_table_footprint(table)),
@@ -86,17 +65,14 @@ class CFilter:
     """A filter made with the C API alone, as a C VMM would, over a bytearray BAR."""
 
     def __init__(self, w: Workload, rules: Sequence[Rule]) -> None:
-        table, self.stats = compile_table(CRules(rules), w.bar_size, w.page_size)
+        table, self.stats = compile_table(cb.RuleArray(rules), w.bar_size, w.page_size)
         self.memory = bytearray(w.bar_size)
         # Touch every page now, so no page fault (first write to a zero page) is timed.
         self.memory[:: 4 * KiB] = b"\x01" * len(range(0, w.bar_size, 4 * KiB))
         self._base = ffi.from_buffer(self.memory, require_writable=True)
         be = ffi.new("struct mf_backend *")
         be.kind, be.base, be.length = lib.MF_BACKEND_MEMORY, self._base, w.bar_size
-        err = ffi.new("struct mf_error *")
-        f = lib.mf_filter_new(be, 0, 1024, table, err)  # the filter owns the table from here
-        if f == ffi.NULL:
-            raise RuntimeError(ffi.string(err.message).decode(errors="replace"))
+        f = cb.new_filter(be, [], 0, 1024, table)  # the filter owns the table from here
         self.ptr: Any = ffi.gc(f, lib.mf_filter_free)
 
     def events_recorded(self) -> int:

@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import _binding as cb
 from .._core import lib
 from ..backends import CallbackBackend
 from ..filter import BarFilter
-from .cbatch import CRules, compile_table
+from .cbatch import compile_table
 from .params import Params
 from .workload import BIG_BAR_SIZE, PAGE_SIZE, make_workload
 
@@ -30,7 +31,7 @@ def compile_figures(n_rules: int, p: Params) -> dict[str, float]:
     (median), BarFilter construction time and the table's footprint."""
     per_page = 1
     w = make_workload(f"big{n_rules}", n_rules, per_page, BIG_BAR_SIZE, PAGE_SIZE, p.seed)
-    crules = CRules(w.rules)
+    crules = cb.RuleArray(w.rules)
     times, stats = [], None
     for _ in range(p.compile_repeats):
         table, stats = compile_table(crules, w.bar_size, w.page_size)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import _binding as cb
 from .._core import ffi, lib
 from ..backends import MemoryBackend
 from ..filter import BarFilter
@@ -76,8 +77,8 @@ class _Variant:
         self.filter.drain_events()
 
     def tally(self) -> dict[str, float]:
-        names = ("pass", "masked", "emulated", "blocked", "partial")
-        counts = [0] * 5
+        names = [o.value for o in cb.OUTCOME_BY_CODE]
+        counts = [0] * len(names)
         for i in range(self.n):
             counts[self.res[i].outcome] += 1
         return {names[k]: c / self.n for k, c in enumerate(counts) if c}

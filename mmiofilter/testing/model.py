@@ -10,7 +10,8 @@ the trapped pages on demand.
 Where each part comes from:
 - `owner`: contract §2, "Which rule owns a byte".
 - `ModelDevice`: the device behind a backend (contract §1), little-endian, logging every access.
-- `ModelFilter.access`, `read`, `write`: contract §3 and contract-details items 1-5 and 9.
+- `ModelFilter.access`, `read`, `write`: contract §3 and contract-details items 1-5 and 9;
+  redirect: contract-details item 17.
 - Events, `drain_events`, `dropped_events`: contract §3 and contract-details items 6-7.
 - `counters`, `update`: contract-details item 8 and contract §5.
 - `compute_layout`, `ModelFilter.layout`: contract §4.
@@ -24,9 +25,9 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Protocol
 
-from ..errors import AccessError
+from ..errors import AccessError, PolicyError
 from ..results import Event, Outcome, Result
-from ..rules import ACTIONS, NUM_BARS, U64_MAX, Policy, Rule
+from ..rules import NUM_BARS, U64_MAX, Policy, Rule
 
 #: Access widths contract §3 accepts.
 WIDTHS: tuple[int, ...] = (1, 2, 4, 8)
@@ -35,10 +36,14 @@ UNALIGNED_RULE = "(unaligned)"
 #: Smallest page size contract §1 allows.
 MIN_PAGE_SIZE = 4096
 
-_RESTRICTIVENESS = {action: rank for rank, action in enumerate(ACTIONS)}
-# contract-details 1: which bytes pass a read, which are blocked for a write.
+# contract-details 1: on a priority tie, deny > emulate > redirect > mask > readonly > guard >
+# audit > allow.
+_TIE_ORDER = ("allow", "audit", "guard", "readonly", "mask", "redirect", "emulate", "deny")
+_RESTRICTIVENESS = {action: rank for rank, action in enumerate(_TIE_ORDER)}
+# contract-details 1: which bytes pass to the device on a read, which are kept from it on a
+# write (a redirect byte goes to its target instead: contract-details 13).
 _READ_PASSES = frozenset({"allow", "audit", "readonly", "mask"})
-_WRITE_BLOCKED = frozenset({"readonly", "emulate", "deny"})
+_WRITE_BLOCKED = frozenset({"readonly", "emulate", "deny", "redirect"})
 
 
 def owner(rules_of_bar: Sequence[Rule], offset: int) -> Rule | None:
@@ -312,6 +317,7 @@ class ModelFilter:
         bar: int = 0,
         page_size: int = MIN_PAGE_SIZE,
         ring_capacity: int = 1024,
+        targets: Mapping[str, Device] | None = None,
     ) -> None:
         if not _is_int(size) or not 1 <= size <= U64_MAX:
             raise ValueError(f"BAR size {size!r} is not in 1..2**64-1")
@@ -325,6 +331,8 @@ class ModelFilter:
         self.bar = bar
         self.page_size = page_size
         self.device = device
+        #: The backends redirect rules name (contract-details 13), by name.
+        self.targets: dict[str, Device] = dict(targets or {})
         self._events: deque[Event] = deque(maxlen=ring_capacity)
         self._seq = 0
         self._dropped = 0
@@ -351,6 +359,11 @@ class ModelFilter:
         if any(r.action == "guard" for r in rules):
             # a guard decides from protocol state: mmiofilter.testing.fsp_model models it
             raise NotImplementedError("ModelFilter models rules, not guards (see fsp_model)")
+        for r in rules:
+            if r.action == "redirect" and r.target not in self.targets:
+                raise PolicyError(
+                    f"rule {r.name!r}: redirect target {r.target!r} was not given to the filter"
+                )
         # Counts follow the rule's name; names gone from the policy are dropped.
         self._counters = {r.name: self._counters.get(r.name, 0) for r in rules}
         self._policy = policy
@@ -434,9 +447,15 @@ class ModelFilter:
             result = Result(Outcome.PASS, self.device.read(offset, width))
             audited = [r for r, a in zip(owners, actions, strict=True) if a == "audit"]
             return result, (_name(audited[0]) if audited else None)
+        first = owners[0]
+        if first is not None and first.action == "redirect" and all(r is first for r in owners):
+            # wholly inside one redirect rule: one target access, counted, not an event
+            at = first.target_offset + offset - first.start
+            return Result(Outcome.REDIRECTED, self.targets[first.target].read(at, width)), None
         blamed = _name(owners[passes.index(False)])
         data = [self._substitute(offset + i, r) for i, r in enumerate(owners)]
-        if not any(passes):
+        redirected = [a == "redirect" for a in actions]
+        if not any(passes) and not any(redirected):
             all_emulated = all(a == "emulate" for a in actions)
             return Result(Outcome.EMULATED if all_emulated else Outcome.BLOCKED, _le(data)), blamed
         if self._policy.partial == "deny":
@@ -445,7 +464,26 @@ class ModelFilter:
             for pos, w in chunks(offset + begin, offset + end):
                 i = pos - offset
                 data[i : i + w] = self.device.read(pos, w).to_bytes(w, "little")
+        for rule, begin, end in self._target_runs(owners):
+            base = rule.target_offset + offset - rule.start  # where byte 0 would land
+            for pos, w in chunks(base + begin, base + end):
+                i = pos - base
+                data[i : i + w] = self.targets[rule.target].read(pos, w).to_bytes(w, "little")
         return Result(Outcome.PARTIAL, _le(data)), blamed
+
+    @staticmethod
+    def _target_runs(owners: list[Rule | None]) -> list[tuple[Rule, int, int]]:
+        """The redirect bytes of a mixed access as `(rule, begin, end)` runs: rule by rule in
+        the order of their first byte, each rule's runs in order (contract-details 13)."""
+        order: list[Rule] = []
+        for r in owners:
+            if r is not None and r.action == "redirect" and r not in order:
+                order.append(r)
+        return [
+            (rule, begin, end)
+            for rule in order
+            for begin, end in _runs([r is rule for r in owners])
+        ]
 
     def _write(
         self, offset: int, width: int, value: int, owners: list[Rule | None]
@@ -466,14 +504,26 @@ class ModelFilter:
                 return Result(Outcome.MASKED, _le(out)), _name(owners[changed[0]])
             audited = [r for r, a in zip(owners, actions, strict=True) if a == "audit"]
             return Result(Outcome.PASS, _le(out)), (_name(audited[0]) if audited else None)
+        first = owners[0]
+        if first is not None and first.action == "redirect" and all(r is first for r in owners):
+            at = first.target_offset + offset - first.start
+            self.targets[first.target].write(at, width, value)
+            return Result(Outcome.REDIRECTED, value), None
         blamed = _name(owners[blocked.index(True)])
-        if all(blocked) or self._policy.partial == "deny":
+        redirected = [a == "redirect" for a in actions]
+        if (all(blocked) and not any(redirected)) or self._policy.partial == "deny":
             return self._refused(width, True), blamed
         written = [0] * width
         for begin, end in _runs([not b for b in blocked]):
             for pos, w in chunks(offset + begin, offset + end):
                 i = pos - offset
                 self.device.write(pos, w, _le(out[i : i + w]))
+                written[i : i + w] = out[i : i + w]
+        for rule, begin, end in self._target_runs(owners):
+            base = rule.target_offset + offset - rule.start
+            for pos, w in chunks(base + begin, base + end):
+                i = pos - base
+                self.targets[rule.target].write(pos, w, _le(out[i : i + w]))
                 written[i : i + w] = out[i : i + w]
         return Result(Outcome.PARTIAL, _le(written)), blamed
 

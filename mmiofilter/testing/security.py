@@ -17,7 +17,7 @@ from .model import action_of, owner
 #: contract-details 1: the actions whose bytes a read may fetch from the device...
 READ_PASSES = frozenset({"allow", "audit", "readonly", "mask"})
 #: ...and those whose bytes a write must never carry to it.
-WRITE_BLOCKED = frozenset({"readonly", "emulate", "deny"})
+WRITE_BLOCKED = frozenset({"readonly", "emulate", "deny", "redirect", "guard"})
 
 #: One device access as `ModelDevice.log` records it: `(offset, width, is_write, value)`.
 DeviceAccess = tuple[int, int, bool, int]

@@ -29,7 +29,12 @@ BAD_WIDTHS: tuple[int, ...] = (0, 3, 5, 16, -1)
 Access = tuple[int, int, bool, int]
 
 _PAGE = st.sampled_from(PAGE_SIZES)
-_ACTION = st.sampled_from(ACTIONS)
+#: Without targets to name, a policy cannot hold a redirect rule.
+_ACTION = st.sampled_from([a for a in ACTIONS if a != "redirect"])
+_ACTION_WITH_TARGETS = st.sampled_from(ACTIONS)
+# Where a redirect rule's first byte lands in its target: often aligned like the rule (so an
+# aligned access stays aligned there), sometimes not, sometimes far in.
+_TARGET_SHIFT = st.sampled_from((0, 0, 0x100, 0x1000, 1, 2, 3, 5, 0x40000))
 _PRIORITY = st.sampled_from(PRIORITIES)
 _WIDTH = st.sampled_from(WIDTHS)
 _NEAR = st.integers(-16, 16)  # how far a rule starts from its anchor
@@ -125,20 +130,43 @@ def rules(
     bar: int = 0,
     names: st.SearchStrategy[str] | None = None,
     near: Sequence[int] = (),
+    targets: Sequence[str] = (),
+    target_size: int | None = None,
 ) -> Rule:
     """A valid rule inside a BAR of `bar_size` bytes, with any action.
 
     Starts cluster within 16 bytes of page boundaries and of the offsets in `near` (e.g. the
-    edges of rules already drawn), so rules overlap and cross pages.
+    edges of rules already drawn), so rules overlap and cross pages. A redirect rule is drawn
+    only when there are `targets` to name; with a `target_size`, it lies inside the target.
     """
     name = draw(names if names is not None else _NAMES)
-    action = draw(_ACTION)
+    action = draw(_ACTION_WITH_TARGETS if targets else _ACTION)
     priority = draw(_PRIORITY)
     size = _draw_size(draw, bar_size)
+    if action == "redirect" and target_size is not None:
+        size = min(size, target_size)
     start = _clamp(_draw_anchor(draw, bar_size, near) + draw(_NEAR), 0, bar_size - size)
     value = _draw_fitting(draw, size)
     mask = _draw_fitting(draw, size)
-    return Rule(name, start, size, action, value=value, mask=mask, priority=priority, bar=bar)
+    if action != "redirect":
+        return Rule(name, start, size, action, value=value, mask=mask, priority=priority, bar=bar)
+    target = targets[draw(st.integers(0, len(targets) - 1))]
+    # the target's byte for the rule's first byte: the rule's start moved by a small shift
+    offset = start % 0x10000 + draw(_TARGET_SHIFT)
+    if target_size is not None:
+        offset %= target_size - size + 1
+    return Rule(
+        name,
+        start,
+        size,
+        action,
+        value=value,
+        mask=mask,
+        priority=priority,
+        bar=bar,
+        target=target,
+        target_offset=offset,
+    )
 
 
 def _unique(name: str, used: set[str], index: int) -> str:
@@ -152,16 +180,25 @@ def _unique(name: str, used: set[str], index: int) -> str:
 
 
 @st.composite
-def policies(draw: st.DrawFn, bar_size: int, *, max_rules: int = 8, bar: int = 0) -> Policy:
+def policies(
+    draw: st.DrawFn,
+    bar_size: int,
+    *,
+    max_rules: int = 8,
+    bar: int = 0,
+    targets: Sequence[str] = (),
+    target_size: int | None = None,
+) -> Policy:
     """A policy for BAR `bar` of `bar_size` bytes; sometimes with rules of another BAR, which a
-    filter must ignore (they may even lie beyond this BAR's end)."""
+    filter must ignore (they may even lie beyond this BAR's end). Redirect rules name one of
+    `targets` (none without), inside `target_size` bytes when it is given."""
     n = draw(st.integers(0, max_rules))
     n_other = draw(_OTHER_BAR_RULES)
     used: set[str] = set()
     chosen: list[Rule] = []
     edges: list[int] = []
     for i in range(n):
-        rule = draw(rules(bar_size, bar=bar, near=edges))
+        rule = draw(rules(bar_size, bar=bar, near=edges, targets=targets, target_size=target_size))
         rule = replace(rule, name=_unique(rule.name, used, i))
         chosen.append(rule)
         edges += [rule.start, rule.end]

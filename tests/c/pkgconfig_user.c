@@ -15,7 +15,7 @@ int main(void)
     struct mf_backend be = {.kind = MF_BACKEND_MEMORY, .base = bar, .length = sizeof bar};
     struct mf_error err;
     struct mf_table *t = mf_table_compile(&rule, 1, &cfg, &err);
-    struct mf_filter *f = t ? mf_filter_new(&be, 0, 16, t, &err) : NULL;
+    struct mf_filter *f = t ? mf_filter_new(&be, NULL, 0, 0, 16, t, &err) : NULL;
     if (!f) {
         fprintf(stderr, "setup: %s\n", err.message);
         return 1;

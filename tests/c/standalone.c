@@ -67,7 +67,7 @@ int main(void)
 {
     struct mf_backend be = {.kind = MF_BACKEND_MEMORY, .base = bar, .length = sizeof bar};
     struct mf_error err;
-    struct mf_filter *f = mf_filter_new(&be, 0, 4, compile(0xFF), &err);
+    struct mf_filter *f = mf_filter_new(&be, NULL, 0, 0, 4, compile(0xFF), &err);
     CHECK(f);
     uint8_t o;
 
@@ -111,7 +111,7 @@ int main(void)
         CHECK(pthread_create(&th[i], NULL, reader, f) == 0);
     for (int i = 0; i < 2000; i++) {
         struct mf_table *old = NULL;
-        CHECK(mf_filter_update(f, compile((uint8_t)(1 + i % 200)), &old) == MF_OK);
+        CHECK(mf_filter_update(f, compile((uint8_t)(1 + i % 200)), &old, NULL) == MF_OK);
         uint64_t hits[3];
         mf_table_counters(old, hits, 3);
         mf_table_free(old);
@@ -119,6 +119,34 @@ int main(void)
     atomic_store(&stop, true);
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
+    mf_filter_free(f);
+
+    /* redirect: BAR bytes 0x300..0x30F are config-space bytes 0x40..0x4F of a target */
+    static uint8_t config[0x100];
+    for (unsigned i = 0; i < sizeof config; i++)
+        config[i] = (uint8_t)i;
+    struct mf_backend target = {.kind = MF_BACKEND_MEMORY, .base = config,
+                                .length = sizeof config};
+    struct mf_rule mirror = {.name = "mirror", .start = 0x300, .size = 0x10,
+                             .action = MF_REDIRECT, .target = 0, .target_offset = 0x40};
+    struct mf_config cfg = {.bar_size = sizeof bar, .page_size = 4096, .fill = 0xFF};
+    CHECK(!mf_filter_new(&be, NULL, 0, 0, 4, mf_table_compile(&mirror, 1, &cfg, &err), &err));
+    CHECK(err.rule == 0 && strstr(err.message, "redirect target #0 was not given"));
+    f = mf_filter_new(&be, &target, 1, 0, 4, mf_table_compile(&mirror, 1, &cfg, &err), &err);
+    CHECK(f);
+    memset(bar, 0xAB, sizeof bar);
+    CHECK(rd(f, 0x304, 4, &o) == 0x47464544 && o == MF_REDIRECTED);
+    CHECK(mf_access_scalar(f, 0x308, 2, 1, 0xBEEF, &r) == MF_OK && r.outcome == MF_REDIRECTED);
+    CHECK(config[0x48] == 0xEF && config[0x49] == 0xBE && bar[0x308] == 0xAB);
+    CHECK(mf_events_pending(f) == 0); /* counted, not an event */
+    uint64_t hits[1];
+    CHECK(mf_filter_counters(f, hits, 1) == MF_OK && hits[0] == 2);
+    mirror.target = 1; /* a target the filter does not have: refused, with the reason */
+    struct mf_table *bad = mf_table_compile(&mirror, 1, &cfg, &err), *old = NULL;
+    CHECK(bad && mf_filter_update(f, bad, &old, &err) == MF_EINVAL && !old);
+    CHECK(strstr(err.message, "rule 'mirror': redirect target #1"));
+    mf_table_free(bad);
+    CHECK(!strcmp(mf_strerror(MF_ETARGET), "a redirect target's backend failed"));
     mf_filter_free(f);
     puts("standalone: all checks passed");
     return 0;
