@@ -58,7 +58,7 @@ def test_check_refuses_a_policy_that_cannot_compile(
     assert rc == 1
     assert "INVALID" in out and "valid\n" not in out
     assert (
-        "BAR0 (4 KiB, 64 KiB pages): does not compile: rule fsp: guard register byte 0x8f2c00 "
+        "BAR0 (4 KiB, 64 KiB pages): does not compile: rule 'fsp': guard register byte 0x8f2c00 "
         "is owned by rule over-the-queue" in out
     )
     rc, j = run_json(capsys, "check", path, "--bar-size", "16M")

@@ -47,7 +47,8 @@ def guarded(fsp: SimFsp, **kw: object) -> mf.BarFilter:
 def gh100(fsp: SimFsp, options: str = "") -> mf.BarFilter:
     """The GH100 profile's policy (defaults: nvlink isolate, persistent_settings deny)."""
     policy = load_policy_file(f'profile = "nvidia-gh100"\n[options]\n{options}\n').resolve(None)[0]
-    return mf.BarFilter(BAR, policy, fsp.backend(), page_size=4096)
+    config = mf.MemoryBackend(bytearray(4096))  # the VMM's config space: the mirror's target
+    return mf.BarFilter(BAR, policy, fsp.backend(), page_size=4096, targets={"config": config})
 
 
 def words_of(packet: bytes) -> list[int]:
@@ -231,7 +232,7 @@ def test_a_retired_table_published_again_gets_a_fresh_guard_state() -> None:
     table_a = f._table
     cot = words_of(packets_of(COT, bytes(24))[0])
     write_words(f, 0, 0, cot)  # checked into A's shadow
-    b = _Table(mf.Policy([AUDIT]), 0, BAR, 4096)
+    b = _Table(mf.Policy([AUDIT]), 0, BAR, 4096, {})
     old = ffi.new("struct mf_table **")
     assert lib.mf_filter_update(f._f, b.ptr, old, ffi.NULL) == lib.MF_OK
     assert old[0] == table_a.ptr

@@ -66,8 +66,15 @@ def test_profile_policies_are_what_the_policy_file_resolves_to() -> None:
         assert isinstance(pp, ProfilePolicy)
         policy, _ = load_policy_file(pp.text).resolve(pp.device())
         assert policy == pp.policy
+        # the config mirror's target (config_mirror = "virtualize"): a config space
+        targets = {
+            r.target: mf.MemoryBackend(bytearray(4096))
+            for r in pp.policy.rules
+            if r.action == "redirect"
+        }
         for bar, size in pp.bar_sizes.items():
-            mf.BarFilter(size, pp.policy, mf.MemoryBackend(bytearray(size)), bar=bar)
+            backend = mf.MemoryBackend(bytearray(size))
+            mf.BarFilter(size, pp.policy, backend, bar=bar, targets=targets)
 
 
 def test_nvidia_policies_carry_the_drawn_units_and_pci_ones_the_msix_table() -> None:

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..devices.targets import inert_targets
 from ..layout import Layout
 from ..rules import Policy
 
@@ -140,7 +141,7 @@ def replay(policy: Policy, size: int, ticks: int = TICKS) -> dict[str, Any]:
     gaps: dict[str, dict[str, int]] = {}
     for page in PAGE_SIZES:
         f = BarFilter(size, policy, CallbackBackend(lambda o, w: 0, lambda o, w, v: None),
-                      page_size=page)  # fmt: skip
+                      page_size=page, targets=inert_targets(policy, 0))  # fmt: skip
         read_clean, allow = _byte_classes(f, {s.offset + i for s in work for i in range(4)})
         counts = {sch: sum(exits(s, sch, f.layout, read_clean, allow) for s in work)
                   for sch in SCHEMES}  # fmt: skip

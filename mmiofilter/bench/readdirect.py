@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..backends import MemoryBackend
+from ..devices.targets import inert_targets
 from ..filter import BarFilter
 from ..rules import Policy
 from . import driver_workload as dw
@@ -44,7 +45,8 @@ def _guest(policy: Policy, page: int, prog: Any, map_read_direct: bool) -> Any:
     os.ftruncate(fd, V100_BAR0)
     buf = mmap.mmap(fd, V100_BAR0)
     try:
-        f = BarFilter(V100_BAR0, policy, MemoryBackend(buf), page_size=page)
+        targets = inert_targets(policy, 0)  # the config mirror's: not on the measured pages
+        f = BarFilter(V100_BAR0, policy, MemoryBackend(buf), page_size=page, targets=targets)
         m = Machine(map_read_direct=map_read_direct)
         try:
             w = m.add_bar(BAR_GPA, f)

@@ -17,6 +17,7 @@ from ..backends import CallbackBackend
 from ..devices import Resolved
 from ..devices.nvidia import NvidiaProfile
 from ..devices.pciconfig import ConfigError
+from ..devices.targets import inert_targets
 from ..errors import PolicyError
 from ..filter import BarFilter
 from ..guards import FspGuard
@@ -124,9 +125,10 @@ def compile_problems(
         failed: dict[str, list[int]] = {}
         for ps in page_sizes:
             try:
-                f = BarFilter(size, policy, backend, bar=bar, page_size=ps)
+                targets = inert_targets(policy, bar)  # the VMM's to hand; check touches none
+                f = BarFilter(size, policy, backend, bar=bar, page_size=ps, targets=targets)
             except (PolicyError, ValueError) as e:
-                failed.setdefault(str(e), []).append(ps)
+                failed.setdefault(str(e).removeprefix(f"BAR{bar}: "), []).append(ps)
                 continue
             lay = f.layout
             compiled.append({"bar": bar, "bar_size": size, "size_known": given is not None,

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..backends import CallbackBackend
 from ..devices.regmap import RegisterMap
+from ..devices.targets import inert_targets
 from ..filter import BarFilter
 from ..guards import FspGuard
 from ..results import Outcome
@@ -83,10 +84,8 @@ def layout_report(
     # Layout needs no device: a backend that reads 0 lets a 64 GiB BAR be described.
     nothing = CallbackBackend(_zero_read, _ignore_write)
     # Redirect targets (the VMM's config space) are the VMM's to hand; layout touches none.
-    redirects = [r for r in policy.for_bar(bar) if r.action == "redirect"]
-    targets = {getattr(r, "target", ""): nothing for r in redirects}
-    extra: dict[str, Any] = {"targets": targets} if targets else {}
-    f = BarFilter(size, policy, nothing, bar=bar, page_size=page_size, **extra)
+    targets = inert_targets(policy, bar)
+    f = BarFilter(size, policy, nothing, bar=bar, page_size=page_size, targets=targets)
     lay = f.layout
     trapped = _complement(lay.direct, size)  # pages not mapped read-write
     fully = _complement(sorted([*lay.direct, *lay.read_direct]), size)  # reads exit too
@@ -198,8 +197,9 @@ def _run(args: argparse.Namespace) -> int:
 def _draw(args: argparse.Namespace, policy: Policy, size: int, pages: list[int], label: str) -> int:
     rows = []
     backend = CallbackBackend(_zero_read, _ignore_write)
+    targets = inert_targets(policy, args.bar)
     for p in pages:
-        f = BarFilter(size, policy, backend, bar=args.bar, page_size=p)
+        f = BarFilter(size, policy, backend, bar=args.bar, page_size=p, targets=targets)
         rows.append(BarRow(args.bar, size, p, runs_of(f.layout, policy.for_bar(args.bar))))
     if args.map == "-":
         print(f"policy: {label}")

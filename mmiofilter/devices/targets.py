@@ -21,7 +21,8 @@ import os
 import stat
 from types import TracebackType
 
-from ..backends import FdBackend
+from ..backends import Backend, CallbackBackend, FdBackend
+from ..rules import Policy
 from .pciconfig import EXP_CFG_SIZE
 
 #: The mirror is 4 KiB (NV_PCFG 0x88000..0x88FFF): a target must hold extended config space.
@@ -81,3 +82,11 @@ def open_config_target(path: str | os.PathLike[str], *, writable: bool = True) -
     """A config-space file (sysfs `config`, or a copy of one) as a redirect target:
     `attach(..., targets={"config": open_config_target(p).backend})`."""
     return ConfigFile(path, writable=writable)
+
+
+def inert_targets(policy: Policy, bar: int) -> dict[str, Backend]:
+    """A stand-in for every target the BAR's redirect rules name, for tools that compile or
+    replay a policy with no VMM behind it (`check`, `layout`, `replay`, the benchmark): reads
+    return 0, writes go nowhere. A VMM hands its real targets instead."""
+    inert = CallbackBackend(lambda offset, width: 0, lambda offset, width, value: None)
+    return {r.target: inert for r in policy.for_bar(bar) if r.action == "redirect"}

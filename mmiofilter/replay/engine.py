@@ -7,6 +7,7 @@ import mmap
 from collections.abc import Callable, Iterable
 
 from ..backends import CallbackBackend
+from ..devices.targets import inert_targets
 from ..filter import BarFilter
 from ..results import Event, Outcome, Result
 from ..rules import Policy
@@ -139,6 +140,8 @@ class _Replayer:
             CallbackBackend(self.device.read, self.device.write),
             bar=self.bar,
             page_size=self.report.page_size,
+            # a redirected access never reaches the traced device: its reads answer 0
+            targets=inert_targets(self.policy, self.bar),
         )
         self.direct_starts = [off for off, _ in f.layout.direct]
         self.direct_ends = [off + length for off, length in f.layout.direct]

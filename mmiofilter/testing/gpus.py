@@ -21,12 +21,18 @@ from typing import Any
 from ..backends import Backend, CallbackBackend
 from ..devices import attach, load_policy_file
 from ..devices.devinfo_encode import UnitSpec, table_words
+from ..devices.pciconfig_build import build_config
 from ..devices.policyfile import PolicyFile
 from ..devices.profile import Resolved
 from ..devices.regmap import RegisterMap, load_map
 from ..filter import BarFilter
 from ..simulated.fsp import PORTS, SimFsp
-from ..simulated.gv100 import SimulatedBar, apply_gv100_isolation
+from ..simulated.gv100 import (
+    SimulatedBar,
+    SimulatedConfig,
+    apply_gv100_isolation,
+    gv100_config_space,
+)
 from .devices import FakeDevice
 from .filters import DEFAULT_PAGE_SIZE, _devices_of, backend_of
 
@@ -59,13 +65,15 @@ class GpuSpec:
 
 class SimulatedGpu:
     """An open simulated GPU: `device` (the BAR0 memfd), `bar` (its `SimulatedBar` view, with
-    the register map), `fsp` (GH100 with `spec.fsp`, else None)."""
+    the register map), `fsp` (GH100 with `spec.fsp`, else None), `config` (its PCI config space,
+    as the VMM's config-space emulation would hold it: the target of the config mirror)."""
 
     def __init__(self, spec: GpuSpec) -> None:
         self.spec = spec
         self.regmap: RegisterMap = _map(spec.family)
         self.size = self.regmap.bar(0).size
         self.device = FakeDevice(self.size)
+        self.config = SimulatedConfig(bytearray(_config_space(spec.family)))
         try:
             # A view, not an owner: the fake device keeps the memory alive for its filters.
             self.bar = SimulatedBar(self.device.fd, self.device.buf, self.regmap)
@@ -122,11 +130,13 @@ class SimulatedGpu:
     ) -> tuple[BarFilter, Resolved]:
         """The filter of `policy` (a policy file's text or a `PolicyFile`; default: this GPU's
         profile with its defaults) over BAR0, with every rule resolved against this device;
-        `targets` are redirect targets by name (`config_mirror = "virtualize"` needs one)."""
+        `targets` are redirect targets by name (default: `config`, this GPU's config space,
+        which `config_mirror = "virtualize"` redirects the BAR0 mirror to)."""
         if policy is None:
             policy = f'profile = "{self.spec.policy_profile}"\n'
         pf = load_policy_file(policy) if isinstance(policy, str) else policy
-        extra: dict[str, Any] = {"targets": dict(targets)} if targets else {}
+        given = {"config": self.config.backend()} if targets is None else dict(targets)
+        extra: dict[str, Any] = {"targets": given} if given else {}
         f, resolved = attach(
             pf,
             self.backend(backend),
@@ -147,6 +157,14 @@ class SimulatedGpu:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _config_space(family: str) -> bytes:
+    """The 4 KiB config space of the family's first board (GH100: 10de:2330, H100 SXM5, a 3D
+    controller as the V100; its capabilities are not modelled)."""
+    if family == "gv100":
+        return gv100_config_space()
+    return build_config(0x10DE, 0x2330, class_code=0x030200, size=4096)
 
 
 @cache
