@@ -7,11 +7,6 @@ import pytest
 from mmiofilter import cli
 from mmiofilter.kvm import machine as kvm_machine
 from mmiofilter.kvm.demo import run_demo
-from mmiofilter.rules import ACTIONS
-
-# The demo follows the default profile, whose config_mirror = "virtualize" needs the redirect
-# action (helper `seam`); until it is merged these skip. The integrator removes this marker.
-pytestmark = pytest.mark.skipif("redirect" not in ACTIONS, reason="needs the redirect action")
 
 EXPECTED = [
     "masked (NV_PMC_ENABLE)",

@@ -20,17 +20,12 @@ from mmiofilter.devices.scenarios_gv100 import (
     ScenarioFailed,
     run,
 )
-from mmiofilter.rules import ACTIONS
 from mmiofilter.simulated.gv100 import (
     SimulatedBar,
     SimulatedConfig,
     apply_gv100_isolation,
     simulated_bar0,
 )
-
-# The default config_mirror = "virtualize" needs the redirect action (helper `seam`); until it
-# is merged the tests of the default skip. The integrator removes this marker.
-needs_redirect = pytest.mark.skipif("redirect" not in ACTIONS, reason="needs the redirect action")
 
 IOCTRL, IOCTRL_BASE = 18, 0xA00000
 KEEP = 0x030000  # the host keeps links 0 and 1 (to the CPU), disables 2..5
@@ -67,7 +62,6 @@ def test_every_scenario_names_its_source() -> None:
     assert {0x12004C, NV_PCFG + 0x704, 0x200, 0x9400, 0x9410} <= touched
 
 
-@needs_redirect
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=IDS)
 def test_driver_scenario_passes_under_the_default_profile(
     v100: SimulatedBar, scenario: Scenario
@@ -146,7 +140,6 @@ def test_denying_the_mirror_breaks_the_drivers_interrupts(v100: SimulatedBar) ->
             assert p.result.outcome is mf.Outcome.BLOCKED
 
 
-@needs_redirect
 def test_without_a_config_target_attach_says_what_to_hand_it(v100: SimulatedBar) -> None:
     with pytest.raises(mf.PolicyError, match=r"NV_PCFG.*'config'.*open_config_target"):
         filter_for(v100)

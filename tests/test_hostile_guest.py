@@ -21,7 +21,6 @@ from mmiofilter.devices import attach, load_policy_file
 from mmiofilter.devices.devinfo import DeviceInfoError
 from mmiofilter.devices.devinfo_encode import table_words
 from mmiofilter.devices.regmap import load_map
-from mmiofilter.rules import ACTIONS
 from mmiofilter.simulated.gv100 import (
     SimulatedBar,
     SimulatedConfig,
@@ -29,17 +28,13 @@ from mmiofilter.simulated.gv100 import (
     simulated_bar0,
 )
 
-# The default config_mirror = "virtualize" needs the redirect action (helper `seam`); until it
-# is merged the tests of the default skip. The integrator removes this marker.
-needs_redirect = pytest.mark.skipif("redirect" not in ACTIONS, reason="needs the redirect action")
-
 IOCTRL = 18
 IOCTRL_BASE = 0xA00000
 KEEP = 0x030000  # the host keeps links 0 and 1 (to the CPU): it sets 0x3C0000
 GV100_POLICY = 'profile = "nvidia-gv100"\n'
 DENY_MIRROR = '[options]\nconfig_mirror = "deny"\n'
 WIDTHS = (1, 2, 4, 8)
-MIRROR_CHOICES = [pytest.param("virtualize", marks=needs_redirect), "deny"]
+MIRROR_CHOICES = ["virtualize", "deny"]
 
 
 @pytest.fixture
@@ -181,7 +176,6 @@ def test_minion_ports_and_function1_read_as_nothing(gv100: SimulatedBar, mirror:
     assert {e.rule for e in f.drain_events()} == {"NV_PMINION_FALCON_IMEM_PORTS", "NV_PCFG1"}
 
 
-@needs_redirect
 def test_the_function0_mirror_is_the_vmms_config_space(gv100: SimulatedBar) -> None:
     gv100.buf[0x88000:0x88004] = b"\xde\x10\xb1\x1d"  # what the device's mirror would show
     config = SimulatedConfig()

@@ -13,11 +13,9 @@ import mmiofilter as mf
 from mmiofilter import cli
 from mmiofilter.devices import Device, load_policy_file, profile_for_ids, profiles
 from mmiofilter.devices.pciconfig_build import build_config, mem_bar, msix_cap, pm_cap
-from mmiofilter.rules import ACTIONS
 
 # The default config_mirror = "virtualize" builds redirect rules: until the redirect action
 # (helper `seam`) is merged, the tests of the default skip. The integrator removes this.
-needs_redirect = pytest.mark.skipif("redirect" not in ACTIONS, reason="needs the redirect action")
 
 
 def names(pf_text: str) -> set[str]:
@@ -163,7 +161,6 @@ def test_config_mirror_choices_and_default() -> None:
     assert gh["NV_EP_PCFGM"].action == "deny"
 
 
-@needs_redirect
 def test_virtualize_redirects_the_mirrors() -> None:
     rules = rules_of('profile = "nvidia-gv100"\n')
     pcfg = rules["NV_PCFG"]
@@ -179,12 +176,6 @@ def test_virtualize_redirects_the_mirrors() -> None:
     assert not any("NV_PCFG1" in d for d in resolved.deferred)
     gh = rules_of('profile = "nvidia-gh100"\n')["NV_EP_PCFGM"]
     assert (gh.start, gh.action, target(gh)) == (0x92000, "redirect", ("config", 0))
-
-
-@pytest.mark.skipif("redirect" in ACTIONS, reason="only without the redirect action")
-def test_virtualize_without_redirect_says_what_to_do() -> None:
-    with pytest.raises(mf.PolicyError, match=r"needs the redirect action.*deny, readonly or allow"):
-        load_policy_file('profile = "nvidia-gv100"\n').resolve(None)
 
 
 def test_device_id_picks_the_profile_and_extra_rules_add() -> None:
@@ -262,7 +253,6 @@ def test_cli_profiles_show_check(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert cli.main(["show", "nope"]) == 2
 
 
-@needs_redirect
 def test_cli_layout_of_a_profile_at_64k(capsys: pytest.CaptureFixture[str]) -> None:
     r = run_json(capsys, "layout", "nvidia-gv100", "--page-size", "64K")
     assert r["bar_size"] == 16 << 20 and r["page_size"] == 65536

@@ -37,11 +37,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..errors import PolicyError, shown
 from ..guards import NVDM_FIRMWARE_UPDATE, PRC_SUBMESSAGES, FspGuard, nvdm_type
-from ..rules import ACTIONS, Rule
+from ..rules import Rule
 from .devinfo import find_units
 from .profile import Device, Option, Profile, Resolved
 from .regmap import Region, RegisterMap, load_map
@@ -104,14 +104,9 @@ log = logging.getLogger("mmiofilter")
 def redirect_rule(region: Region, target: str) -> Rule:
     """A redirect rule sending `region` to byte 0 of `target` (the mirror is the config space
     byte for byte)."""
-    if "redirect" not in ACTIONS:
-        raise PolicyError(
-            f'{region.name}: config_mirror = "virtualize" needs the redirect action, which this '
-            "build of mmiofilter does not have (choose deny, readonly or allow)"
-        )
-    # Built by keyword so this module does not depend on the Rule fields of one build.
-    redirect: dict[str, Any] = {"target": target, "target_offset": 0}
-    return Rule(region.name, region.offset, region.size, "redirect", bar=region.bar, **redirect)
+    return Rule(
+        region.name, region.offset, region.size, "redirect", bar=region.bar, target=target
+    )
 
 
 def outermost(regions: Sequence[Region]) -> list[Region]:
