@@ -9,6 +9,7 @@ and that the direct pages produced no message at all.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -100,7 +101,7 @@ def run_qemu(qemu: str, socket_path: str, tmp: Path, timeout: float = 90) -> gue
     prog.write_bytes(guest.program_bytes(program(), VENDOR, DEVICE, BAR_GPA))
     out = tmp / "debugcon.txt"
     accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
-    dev = '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"%s"}}' % socket_path
+    dev = json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": socket_path}})
     cmd = [
         qemu, "-nodefaults", "-display", "none", "-accel", accel,
         "-bios", str(bios), "-m", "64",
@@ -147,7 +148,7 @@ def test_qemu_guest_against_the_filtered_device(served: Served, tmp_path: Path) 
     # the direct page's accesses never became messages: the device saw the store through the
     # client's mapping, and nothing of that page through the filter
     assert served.source.bar.read32(DIRECT) == 0x1234
-    for offset, width, _, _ in served.source.log:
+    for offset, _width, _, _ in served.source.log:
         assert not any(o <= offset < o + n for o, n in direct), hex(offset)
     seen = {(off, is_write) for off, _, is_write, _ in served.source.log}
     assert (0x0, False) in seen and (NV_PMC_ENABLE, True) in seen

@@ -129,7 +129,7 @@ class Client:
     # ---- commands -------------------------------------------------------------------------
 
     def version(self, caps: dict[str, object] | None = None) -> dict[str, object]:
-        """"VFIO_USER_VERSION": major 0, minor 0, JSON with its NUL."""
+        """ "VFIO_USER_VERSION": major 0, minor 0, JSON with its NUL."""
         text = json.dumps({"capabilities": caps or {"max_msg_fds": 8}}).encode() + b"\0"
         r = self.call("VERSION", struct.pack("<HH", 0, 0) + text)
         assert r.ok, r
@@ -140,7 +140,7 @@ class Client:
         return got
 
     def device_info(self) -> tuple[int, int, int]:
-        """"VFIO_USER_DEVICE_GET_INFO": flags, num_regions, num_irqs."""
+        """ "VFIO_USER_DEVICE_GET_INFO": flags, num_regions, num_irqs."""
         r = self.call("DEVICE_GET_INFO", struct.pack("<IIII", 16, 0, 0, 0))
         assert r.ok, r
         argsz, flags, regions, irqs = struct.unpack("<IIII", r.body)
@@ -148,10 +148,10 @@ class Client:
         return flags, regions, irqs
 
     def region_info(self, index: int, argsz: int = 4096) -> tuple[Sparse, list[int]]:
-        """"VFIO_USER_DEVICE_GET_REGION_INFO" and its "VFIO region info cap sparse mmap"."""
+        """ "VFIO_USER_DEVICE_GET_REGION_INFO" and its "VFIO region info cap sparse mmap"."""
         r = self.call("DEVICE_GET_REGION_INFO", struct.pack("<IIIIQQ", argsz, 0, index, 0, 0, 0))
         assert r.ok, r
-        full, flags, idx, cap_off, size, offset = struct.unpack_from("<IIIIQQ", r.body)
+        _full, flags, idx, cap_off, size, offset = struct.unpack_from("<IIIIQQ", r.body)
         assert idx == index
         areas: list[tuple[int, int]] = []
         at = cap_off
@@ -177,7 +177,7 @@ class Client:
         return self.call("DEVICE_SET_IRQS", body, fds)
 
     def read(self, region: int, offset: int, count: int) -> bytes:
-        """"VFIO_USER_REGION_READ"."""
+        """ "VFIO_USER_REGION_READ"."""
         r = self.call("REGION_READ", struct.pack("<QII", offset, region, count))
         assert r.ok, (r, region, hex(offset), count)
         off, reg, n = struct.unpack_from("<QII", r.body)
@@ -185,7 +185,7 @@ class Client:
         return r.body[16:]
 
     def write(self, region: int, offset: int, data: bytes) -> Reply:
-        """"VFIO_USER_REGION_WRITE"."""
+        """ "VFIO_USER_REGION_WRITE"."""
         return self.call("REGION_WRITE", struct.pack("<QII", offset, region, len(data)) + data)
 
     def read32(self, offset: int, region: int = 0) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..kvm.firmware import SIZE, FirmwareError, _cache_dir
 from ..kvm.program import MAGIC, Line, Program, parse_transcript
 
-__all__ = ["FirmwareError", "PciTranscript", "image", "program_bytes", "parse"]
+__all__ = ["FirmwareError", "PciTranscript", "image", "parse", "program_bytes"]
 
 
 def image() -> bytes:

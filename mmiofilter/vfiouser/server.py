@@ -2,9 +2,10 @@
 
 SIGHUP re-reads the policy (`FilteredDevice.reload`: atomic, refused when it would trap a page
 the client maps); SIGTERM and SIGINT end the server after the message in hand, closing the
-client's fds and removing the socket. A second client while one is connected is told nothing
-and closed (the document's "Socket": dedicated sockets per client/server connection). The
-filter's events are logged as they happen, to the "mmiofilter" logger.
+client's fds and removing the socket. While a client is connected the server accepts no other:
+a second one waits in the listen backlog until the first is gone (the document's "Socket":
+a dedicated socket per client/server connection). The filter's events are logged as they
+happen, to the "mmiofilter" logger.
 """
 
 from __future__ import annotations
@@ -147,10 +148,6 @@ class Server:
             conn, _ = self.listener.accept()
         except OSError:
             return
-        if self.client is not None:
-            log.warning("a second client connected while one is served: closed")
-            conn.close()
-            return
         # A client that stops mid-message (or stops reading replies) is dropped after this,
         # so it can neither hold the server nor delay a SIGTERM for long.
         conn.settimeout(CLIENT_STALL_SECONDS)
@@ -180,6 +177,7 @@ class Server:
                         sel.get_key(self.client)
                     except KeyError:
                         sel.register(self.client, selectors.EVENT_READ, "client")
+                        sel.unregister(self.listener)  # one client at a time
                 for key, _ in sel.select():
                     if key.data == "wake":
                         try:
@@ -194,6 +192,7 @@ class Server:
                         self._serve_one()
                         if self.client is None and client is not None:
                             sel.unregister(client)
+                            sel.register(self.listener, selectors.EVENT_READ, "listen")
         finally:
             sel.close()
             self.close()
