@@ -208,4 +208,9 @@ class Server:
                 log.warning("cannot remove %s: %s", self.path, e.strerror)
         self._wake_r.close()
         self._wake_w.close()
+        for index, f in self.device.filters.items():
+            touched = {name: n for name, n in f.counters().items() if n}
+            if touched:
+                text = ", ".join(f"{name}={n}" for name, n in sorted(touched.items()))
+                log.info("BAR%d rule counters: %s", index, text)
         log.info("server stopped")
