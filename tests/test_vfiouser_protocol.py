@@ -132,6 +132,7 @@ def test_region_info_with_a_short_argsz_says_the_size_needed(client: Client) -> 
     assert r.ok
     full, _flags, _index, cap_offset, _size, _ = struct.unpack("<IIIIQQ", r.body)
     assert full > 32 and cap_offset == 0 and len(r.body) == 32
+    assert not _flags & 0x8 and r.fds == []  # no CAPS without the capability, no fd yet
     for fd in r.fds:
         os.close(fd)
 

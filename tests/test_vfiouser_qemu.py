@@ -153,8 +153,11 @@ def test_qemu_guest_against_the_filtered_device(served: Served, tmp_path: Path) 
     seen = {(off, is_write) for off, _, is_write, _ in served.source.log}
     assert (0x0, False) in seen and (NV_PMC_ENABLE, True) in seen
     assert served.isolation_holds()
-    counters = served.device.filters[0].counters()
-    assert counters["NV_PMC_ENABLE"] >= 2 and counters["NVLINK_LINK_DISABLE"] >= 2
+    f = served.device.filters[0]
+    counters = f.counters()
+    assert counters["NV_PMC_ENABLE"] >= 2
+    owners = [r.name for r in f.policy.rules if r.start <= LINK_DISABLE < r.start + r.size]
+    assert sum(counters[name] for name in owners) >= 2  # the IOCTRL unit's rule decides it
 
 
 def test_operator_commands_with_qemu(tmp_path: Path) -> None:
@@ -167,7 +170,7 @@ def test_operator_commands_with_qemu(tmp_path: Path) -> None:
     if not HAVE_REDIRECT:  # the profile's default mirror setting needs redirect
         policy = tmp_path / "v100.toml"
         policy.write_text(profile_policy())
-        args.insert(3, str(policy))
+        args.insert(args.index("serve") + 1, str(policy))
     server = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(200):

@@ -65,17 +65,18 @@ class FilteredDevice:
             log.warning("BAR%d: %s", index, w)
         return f
 
-    def export(self, index: int) -> tuple[list[tuple[int, int]], int | None]:
-        """The direct areas of BAR `index` and the fd that maps them (None: no mapping)."""
-        f = self.filters[index]
-        areas = list(f.layout.direct)
-        if not areas:
-            return [], None
+    def mappable(self, index: int) -> list[tuple[int, int]]:
+        """The direct areas of BAR `index` the client may map: none when the source offers no
+        mapping (a real device's fd would map the whole BAR)."""
+        if not self.source.can_export:
+            return []
+        return list(self.filters[index].layout.direct)
+
+    def export(self, index: int, areas: list[tuple[int, int]]) -> int:
+        """The fd that maps `areas` of BAR `index`; they stay direct from now on."""
         fd = self.source.export(index, areas)
-        if fd is None:
-            return [], None
-        self.exported.setdefault(index, set()).update(_pages(areas, f.page_size))
-        return areas, fd
+        self.exported.setdefault(index, set()).update(_pages(areas, self.filters[index].page_size))
+        return fd
 
     def reload(self) -> None:
         """Re-read the policy and swap it into every BAR's filter atomically, or change nothing

@@ -167,17 +167,20 @@ class Session:
         if index not in dev.filters:
             return p.REGION_INFO.pack(p.REGION_INFO.size, 0, index, 0, 0, 0), []
         f = dev.filters[index]
-        areas, fd = dev.export(index)
-        if fd is None:
+        areas = dev.mappable(index)
+        if not areas:
             return p.REGION_INFO.pack(p.REGION_INFO.size, rw, index, 0, f.size, 0), []
         cap = p.CAP_HEADER.pack(p.CAP_SPARSE_MMAP, 1, 0) + p.SPARSE_HEAD.pack(len(areas), 0)
         cap += b"".join(p.SPARSE_AREA.pack(off, n) for off, n in areas)
         full = p.REGION_INFO.size + len(cap)
         flags = rw | p.REGION_FLAG_MMAP | p.REGION_FLAG_CAPS
-        log.info("BAR%d: %d sparse mmap area(s) exported to the client", index, len(areas))
         if argsz < full:
-            # "Message sizes": argsz says how much the full reply needs; the caps stay out
-            return p.REGION_INFO.pack(full, flags, index, 0, f.size, 0), [fd]
+            # "Message sizes": argsz says how much the full reply needs, and the client asks
+            # again. No capability, so no CAPS flag (QEMU's client refuses CAPS with a zero
+            # cap_offset, hw/vfio-user/device.c), and no fd yet.
+            return p.REGION_INFO.pack(full, flags & ~p.REGION_FLAG_CAPS, index, 0, f.size, 0), []
+        fd = dev.export(index, areas)
+        log.info("BAR%d: %d sparse mmap area(s) exported to the client", index, len(areas))
         info = p.REGION_INFO.pack(full, flags, index, p.REGION_INFO.size, f.size, 0)
         return info + cap, [fd]
 

@@ -76,7 +76,9 @@ class SimulatedSource:
     def config_target(self) -> Backend:
         return self.config.backend()
 
-    def export(self, index: int, areas: Sequence[tuple[int, int]]) -> int | None:
+    can_export = True
+
+    def export(self, index: int, areas: Sequence[tuple[int, int]]) -> int:
         page = mmap.PAGESIZE
         base = _address(self.bar.buf)
         for offset, length in areas:

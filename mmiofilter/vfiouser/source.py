@@ -54,9 +54,14 @@ class DeviceSource(Protocol):
         """The `config` redirect target: the same config space as `config`."""
         ...
 
-    def export(self, index: int, areas: Sequence[tuple[int, int]]) -> int | None:
-        """An fd the client may mmap for `areas` of BAR `index` (at their BAR offsets), or None
-        when this source offers no mapping. The server still owns the fd."""
+    @property
+    def can_export(self) -> bool:
+        """Whether `export` can hand the client an fd that maps only what it is given."""
+        ...
+
+    def export(self, index: int, areas: Sequence[tuple[int, int]]) -> int:
+        """An fd the client may mmap for `areas` of BAR `index` (at their BAR offsets). The
+        server still owns the fd."""
         ...
 
     def irqs(self) -> dict[int, IrqInfo]:

@@ -238,8 +238,11 @@ class VfioSource:
     def config_target(self) -> Backend:
         return vfio_config_target(self.device_fd, self.regions[CONFIG_REGION][1])
 
-    def export(self, index: int, areas: Sequence[tuple[int, int]]) -> int | None:
-        return None  # the device fd would map the whole BAR: see the module doc
+    #: The device fd would map the whole BAR: see the module doc.
+    can_export = False
+
+    def export(self, index: int, areas: Sequence[tuple[int, int]]) -> int:
+        raise SourceError(f"{self.name}: BAR{index} is not offered for mapping")
 
     def irqs(self) -> dict[int, IrqInfo]:
         return dict(self._irqs)
