@@ -336,7 +336,13 @@ def test_set_irqs_eventfd_and_trigger(client: Client) -> None:
         assert os.eventfd_read(efd) == 1
         assert client.set_irqs(BOOL_TRIGGER, 1, 0, 1, data=b"\x01").ok
         assert os.eventfd_read(efd) == 1
-        assert client.set_irqs(0x1 | 0x8, 1, 0, 1).ok  # mask
+        assert client.set_irqs(0x1 | 0x8, 1, 0, 1).ok  # mask: a trigger does nothing
+        assert client.set_irqs(NONE_TRIGGER, 1, 0, 1).ok
+        with pytest.raises(BlockingIOError):
+            os.eventfd_read(efd)
+        assert client.set_irqs(0x1 | 0x10, 1, 0, 1).ok  # unmask
+        assert client.set_irqs(NONE_TRIGGER, 1, 0, 1).ok
+        assert os.eventfd_read(efd) == 1
         assert client.set_irqs(0x1 | 0x20, 1, 0, 0).ok  # count 0, start 0: disable all
         assert client.set_irqs(NONE_TRIGGER, 1, 0, 1).ok
         with pytest.raises(BlockingIOError):

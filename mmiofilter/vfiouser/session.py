@@ -47,7 +47,6 @@ class Session:
         self.negotiated = False
         self.dma = DmaTable()
         self.irq_fds: dict[int, list[int]] = {}  # eventfds we own, by IRQ index
-        self.masked: dict[tuple[int, int], bool] = {}
         self.handled = 0
         self._handlers: dict[int, Callable[[Message], Reply]] = {
             p.VERSION: self.version,
@@ -241,12 +240,12 @@ class Session:
                 raise einval("SET_IRQS: DATA_NONE carries no data")
             which = list(range(start, start + count))
         for sub in which:
-            if action == p.IRQ_SET_ACTION_TRIGGER:
-                fds = self.irq_fds.get(index, [])
-                if sub < len(fds) and fds[sub] >= 0:
-                    os.eventfd_write(fds[sub], 1)
-            else:
-                self.masked[(index, sub)] = action == p.IRQ_SET_ACTION_MASK
+            # the device decides what a mask, unmask or trigger does (VFIO_DEVICE_SET_IRQS
+            # for a real one: an INTx line is unmasked this way after each interrupt)
+            try:
+                self.device.source.irq_action(index, sub, action)
+            except Exception as e:
+                raise ProtocolError(errno.EIO, f"SET_IRQS: the device refused: {e}") from None
         return b"", []
 
     def _set_fds(self, index: int, start: int, fds: list[int]) -> None:

@@ -21,7 +21,13 @@ from collections.abc import Sequence
 from ..backends import Backend
 from ..simulated.gv100 import apply_gv100_isolation, gv100_config_space, simulated_bar0
 from .config import EmulatedConfig
-from .protocol import IRQ_INFO_EVENTFD, IRQ_INFO_NORESIZE, MSI_IRQ
+from .protocol import (
+    IRQ_INFO_EVENTFD,
+    IRQ_INFO_NORESIZE,
+    IRQ_SET_ACTION_MASK,
+    IRQ_SET_ACTION_UNMASK,
+    MSI_IRQ,
+)
 from .source import IrqInfo, SourceError
 
 IOCTRL_TYPE, IOCTRL_BASE = 18, 0xA00000  # an NVLink unit where the KVM demo puts one
@@ -64,6 +70,8 @@ class SimulatedSource:
         os.ftruncate(self._export_fd, self.bar.size)
         self._exported: set[int] = set()  # page offsets living in the exported memfd
         self.irq_fds: dict[int, list[int]] = {}
+        self.irq_actions: list[tuple[int, int, int]] = []
+        self.irq_masked: set[tuple[int, int]] = set()
         self.dma: list[tuple[int, int, int, int]] = []
         self.resets = 0
 
@@ -106,6 +114,18 @@ class SimulatedSource:
         while len(slots) < start + len(fds):
             slots.append(-1)
         slots[start : start + len(fds)] = list(fds)
+
+    def irq_action(self, index: int, sub: int, action: int) -> None:
+        """A client-triggered interrupt fires the vector's eventfd unless it is masked."""
+        self.irq_actions.append((index, sub, action))
+        if action == IRQ_SET_ACTION_MASK:
+            self.irq_masked.add((index, sub))
+        elif action == IRQ_SET_ACTION_UNMASK:
+            self.irq_masked.discard((index, sub))
+        elif (index, sub) not in self.irq_masked:
+            fds = self.irq_fds.get(index, [])
+            if sub < len(fds) and fds[sub] >= 0:
+                os.eventfd_write(fds[sub], 1)
 
     def dma_map(self, iova: int, size: int, vaddr: int, flags: int) -> None:
         self.dma.append((iova, size, vaddr, flags))

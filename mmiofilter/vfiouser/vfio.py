@@ -33,7 +33,13 @@ from pathlib import Path
 
 from ..backends import Backend, FdBackend
 from ..devices.targets import vfio_config_target
-from .protocol import CONFIG_REGION, IRQ_SET_ACTION_TRIGGER, IRQ_SET_DATA_EVENTFD, NUM_PCI_IRQS
+from .protocol import (
+    CONFIG_REGION,
+    IRQ_SET_ACTION_TRIGGER,
+    IRQ_SET_DATA_EVENTFD,
+    IRQ_SET_DATA_NONE,
+    NUM_PCI_IRQS,
+)
 from .source import IrqInfo, SourceError
 
 _VFIO_TYPE, _VFIO_BASE = ord(";"), 100
@@ -253,6 +259,11 @@ class VfioSource:
         _ioctl(self.device_fd, VFIO_DEVICE_SET_IRQS,
                IRQ_SET.pack(IRQ_SET.size + len(data), flags, index, start, len(fds)) + data,
                f"VFIO_DEVICE_SET_IRQS index {index}")  # fmt: skip
+
+    def irq_action(self, index: int, sub: int, action: int) -> None:
+        _ioctl(self.device_fd, VFIO_DEVICE_SET_IRQS,
+               IRQ_SET.pack(IRQ_SET.size, IRQ_SET_DATA_NONE | action, index, sub, 1),
+               f"VFIO_DEVICE_SET_IRQS index {index} action {action:#x}")  # fmt: skip
 
     def dma_map(self, iova: int, size: int, vaddr: int, flags: int) -> None:
         if self.iommufd >= 0:
