@@ -171,3 +171,35 @@ def test_serve_refuses_a_path_that_is_not_a_socket(
     assert main(["serve", str(policy), "--simulate", "nvidia-gv100", "--socket", str(regular)]) == 2
     assert "exists and is not a socket" in capsys.readouterr().err
     assert regular.read_text() == "keep me"
+
+
+def _vfio_device() -> tuple[str | None, str]:
+    """A device to serve for real: MMIOFILTER_VFIO_DEVICE (a cdev or PCI address) with
+    MMIOFILTER_VFIO_POLICY (its policy file)."""
+    dev, policy = os.environ.get("MMIOFILTER_VFIO_DEVICE"), os.environ.get("MMIOFILTER_VFIO_POLICY")
+    if dev and policy:
+        return dev, policy
+    found = sorted(Path("/dev/vfio/devices").glob("vfio*")) if Path("/dev/vfio").exists() else []
+    where = f" ({', '.join(map(str, found))} present)" if found else " (none on this machine)"
+    return None, (
+        "no VFIO device to serve: set MMIOFILTER_VFIO_DEVICE (/dev/vfio/devices/vfioN or a PCI "
+        f"address bound to vfio-pci) and MMIOFILTER_VFIO_POLICY{where}"
+    )
+
+
+def test_serve_a_real_vfio_device(sock: str) -> None:
+    dev, policy = _vfio_device()
+    if dev is None:
+        pytest.skip(policy)
+    p = _start([policy, "--vfio", dev], sock)
+    try:
+        with Client(sock) as c:
+            c.version()
+            flags, regions, _ = c.device_info()
+            assert flags & 0x2 and regions == 9
+            ids = c.read(7, 0, 4)  # the VFIO config region, through the server
+            assert ids not in (b"\xff\xff\xff\xff", bytes(4))
+            info, fds = c.region_info(0)
+            assert info.size > 0 and fds == [] and not info.flags & 0x4  # never mapped
+    finally:
+        _stop(p)
