@@ -2,11 +2,13 @@
 may change.
 
 What is writable follows what Linux's vfio-pci lets a user change of a real device
-(drivers/vfio/pci/vfio_pci_config.c: the command register's enable bits, cache line size,
-latency timer, the BARs under their size masks, the interrupt line, MSI's enable and
-multiple-message-enable bits, address and data, the PCI Express control registers) and
-treats device-specific space outside any capability as the device's own. Capability IDs and
-list pointers, IDs, class, status and the rest of the header are read-only. The same object is
+(drivers/vfio/pci/vfio_pci_config.c, init_pci_cap_basic_perm and the capability tables: the
+command register, cache line size, latency timer, the BARs, the interrupt line, MSI's enable
+and multiple-message-enable bits, address and data, the PCI Express control registers), with
+the BARs under their size masks as a device answers sizing, and treats device-specific space
+outside any capability as the device's own. Capability IDs and list pointers, IDs, class,
+status and the rest of the header are read-only; BIST reads 0 (a function without BIST, whose
+writes the PCI spec has it ignore). The same object is
 the `config` target of the BAR0 config-space mirror: a write through the mirror changes exactly
 the bits a config cycle could.
 """
@@ -18,9 +20,10 @@ from collections.abc import Mapping
 from ..backends import CallbackBackend
 from ..devices.pciconfig import CAP_ID_EXP, CAP_ID_MSI, parse_config
 
-# PCI_COMMAND bits a function's user may set: I/O, memory, bus master, parity, SERR, INTx
-# disable (PCI_COMMAND_IO/MEMORY/MASTER/PARITY/SERR/INTX_DISABLE).
-COMMAND_WRITABLE = 0x0001 | 0x0002 | 0x0004 | 0x0040 | 0x0100 | 0x0400
+# PCI_COMMAND: vfio-pci lets every bit through (ALL_WRITE); the defined ones are bits 10:0
+# (I/O, memory, bus master, special cycles, MWI, VGA snoop, parity, (stepping), SERR, fast
+# back-to-back, INTx disable); 15:11 are reserved and read 0.
+COMMAND_WRITABLE = 0x07FF
 _BAR0 = 0x10
 
 
