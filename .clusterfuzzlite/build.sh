@@ -50,11 +50,13 @@ done
 
 if command -v compile_python_fuzzer >/dev/null 2>&1; then
     # The builder image: build the C extension with the sanitizer flags, then freeze each
-    # harness. fuzzlib is found through --paths; the register maps are package data.
+    # harness. fuzzlib is found through --paths; --collect-all takes the register maps
+    # (package data) and mmiofilter._core; _cffi_backend is imported by _core's C code, where
+    # PyInstaller's analysis does not look.
     pip3 install .
     for target in "${ATHERIS_HARNESSES[@]}"; do
         compile_python_fuzzer "$FUZZ/atheris/$target.py" \
-            --paths "$FUZZ/atheris" --collect-all mmiofilter
+            --paths "$FUZZ/atheris" --collect-all mmiofilter --hidden-import _cffi_backend
     done
 else
     PYTHON=${PYTHON:-python3}
