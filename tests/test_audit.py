@@ -228,15 +228,16 @@ def test_attach_label_and_nvlink_warning(tmp_path: Path, caplog: pytest.LogCaptu
     dev.mkdir()
     (dev / "config").write_bytes(build_config(0x10DE, 0x1DB1, bars=mem_bar(0xF0000000)))
     pf = load_policy_file(f'config = "{dev / "config"}"\n')
+    vmm = {"config": mf.MemoryBackend(bytearray(4096))}  # the VMM's config space (the mirror's)
     with simulated_bar0("gv100") as bar:  # a device-info table with no NVLink unit
         with caplog.at_level(logging.WARNING, logger="mmiofilter"):
-            f, _ = attach(pf, mf.MemoryBackend(bar.buf), bar.size)
+            f, _ = attach(pf, mf.MemoryBackend(bar.buf), bar.size, targets=vmm)
         assert f.label == "0000:65:00.0/bar0"
         assert "lists no NVLink (IOCTRL) unit" in caplog.text
         f.write(0x300000, 4, 1)  # the VBIOS ROM window: firmware_update = "deny"
         assert f.drain_events()[0].label == "0000:65:00.0/bar0"
         with pytest.raises(mf.PolicyError, match=r"strict: .*no NVLink"):
-            attach(pf, mf.MemoryBackend(bar.buf), bar.size, strict=True)
-        g, _ = attach(pf, mf.MemoryBackend(bar.buf), bar.size, label="vm7/gpu0")
+            attach(pf, mf.MemoryBackend(bar.buf), bar.size, targets=vmm, strict=True)
+        g, _ = attach(pf, mf.MemoryBackend(bar.buf), bar.size, targets=vmm, label="vm7/gpu0")
         assert g.label == "vm7/gpu0"
         del f, g
