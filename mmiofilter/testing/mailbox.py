@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..guards import FSP_MAX_PACKET
+from ..guards import FSP_MAX_PACKET, NVDM_PRC
 from ..simulated.fsp import ERR_NOT_SUPPORTED, ERR_OK, Bar, FspDriver, FspTimeout, Response, SimFsp
 
 #: Bytes of EMEM per channel (FSP_EMEM_CHANNEL_RM_SIZE, fsp_emem_channels.h).
@@ -155,11 +155,25 @@ def run_mailbox(bar: Bar, steps: Sequence[Step]) -> list[SendResult | tuple[Raw,
     return out
 
 
-def assert_fsp_guarded(fsp: SimFsp, deny_types: Iterable[int]) -> None:
-    """Raise AssertionError if a message of a denied NVDM type reached the FSP (whole or its
-    first packet), or if a mailbox access that is not one aligned 32-bit register access
-    reached it (the guard refuses every such access)."""
+def _refused(nvdm_type: int, payload: bytes, denied: set[int], deny_prc: set[int]) -> bool:
+    """Whether the guard refuses a message: its NVDM type, or for PRC its sub-message (payload
+    byte 0, packet byte 8; docs/fsp-guard.md)."""
+    if nvdm_type in denied:
+        return True
+    return nvdm_type == NVDM_PRC and (not payload or payload[0] in deny_prc)
+
+
+def assert_fsp_guarded(
+    fsp: SimFsp, deny_types: Iterable[int], deny_prc: Iterable[int] = ()
+) -> None:
+    """Raise AssertionError if a message of a denied NVDM type (or a PRC message with a denied
+    sub-message) reached the FSP (whole or its first packet), or if a mailbox access that is
+    not one aligned 32-bit register access reached it (the guard refuses every such access)."""
     denied = set(deny_types)
+    prc = set(deny_prc)
+    subs = [m.body[0] for m in fsp.messages if m.nvdm_type == NVDM_PRC and m.body[:1]]
+    if prc and any(sub in prc for sub in subs):
+        raise AssertionError(f"the FSP took PRC sub-message(s) {sorted(set(subs) & prc)}")
     firsts = [t for t in fsp.types_received() if t in denied]
     if firsts:
         raise AssertionError(f"the FSP took the first packet of denied NVDM type(s) {firsts}")
@@ -171,20 +185,26 @@ def assert_fsp_guarded(fsp: SimFsp, deny_types: Iterable[int]) -> None:
 
 
 def assert_driver_served(
-    results: Sequence[SendResult | tuple[Raw, object]], fsp: SimFsp, deny_types: Iterable[int]
+    results: Sequence[SendResult | tuple[Raw, object]],
+    fsp: SimFsp,
+    deny_types: Iterable[int],
+    deny_prc: Iterable[int] = (),
 ) -> None:
     """For a driver alone on the mailbox (no raw steps, no injections): every allowed message
     reached the FSP once, in order, and its reply says OK; every denied one was answered
     NOT_SUPPORTED (by the guard) at once, never by a timeout."""
-    denied = set(deny_types)
+    denied, prc = set(deny_types), set(deny_prc)
     sends = [r for r in results if isinstance(r, SendResult)]
     for r in sends:
         if r.send.read_reply:
             assert r.failure is None and r.response is not None, f"{r.send!r}: {r.failure}"
-            want = ERR_NOT_SUPPORTED if r.send.nvdm_type in denied else ERR_OK
+            refused = _refused(r.send.nvdm_type, r.send.payload, denied, prc)
+            want = ERR_NOT_SUPPORTED if refused else ERR_OK
             got = (r.response.nvdm_type, r.response.command_type, r.response.error_code)
             assert got == (NVDM_FSP_RESPONSE, r.send.nvdm_type, want), f"{r.send!r}: {got}"
-    allowed = [r.send for r in sends if r.send.nvdm_type not in denied]
+    allowed = [
+        r.send for r in sends if not _refused(r.send.nvdm_type, r.send.payload, denied, prc)
+    ]
     got_msgs = [
         (m.channel, m.nvdm_type, m.body[: len(s.payload)])
         for m, s in zip(fsp.messages, allowed, strict=False)

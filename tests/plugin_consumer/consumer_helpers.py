@@ -145,8 +145,11 @@ def test_a_driver_alone_is_served(sends: list[Send]) -> None:
         f, _ = gpu.attach()
         assert gpu.fsp is not None
         results = run_mailbox(f, sends)
-        assert_driver_served(results, gpu.fsp, {FW})
-        assert_fsp_guarded(gpu.fsp, {FW})
+        # what the profile's guard refuses: FIRMWARE_UPDATE, and the PRC sub-messages of its
+        # nvlink and persistent_settings defaults
+        (guard,) = [r for r in f.policy.rules if isinstance(r, mf.FspGuard)]
+        assert_driver_served(results, gpu.fsp, guard.deny_types, guard.deny_prc)
+        assert_fsp_guarded(gpu.fsp, guard.deny_types, guard.deny_prc)
 
 
 @settings(max_examples=12, deadline=None)
@@ -203,7 +206,7 @@ def test_my_own_driver_against_hostile_interleavings(injections: list[tuple[int,
 
 
 def test_without_the_guard_the_same_steps_reach_the_fsp() -> None:
-    # The helpers can fail: with firmware_update = "allow" there is no guard.
+    # The helpers can fail: with firmware_update = "allow" the guard lets firmware updates by.
     with simulated_gpu(GpuSpec("gh100")) as gpu:
         f, _ = gpu.attach('profile = "nvidia-gh100"\n[options]\nfirmware_update = "allow"\n')
         assert gpu.fsp is not None
