@@ -350,7 +350,7 @@ size_t mf_access_batch(struct mf_filter *f, const struct mf_access *acc, struct 
  * for a write, filled in for a read (copy nothing back: it is written in place). A length of
  * 1, 2, 4 or 8 is one access of that width. A length of 3, 5, 6 or 7 is the part of a
  * page-crossing access that lies in a trapped page; it is taken apart into naturally aligned
- * accesses, each decided on its own (docs/contract-details.md, items 11 and 13). The whole
+ * accesses, each decided on its own (docs/contract-details.md, item 11). The whole
  * fragment is validated first (MF_EWIDTH, MF_ERANGE: nothing touched, nothing recorded).
  * res->value is the fragment's value (read: as returned; write: as it reached the device);
  * res->outcome is the pieces' outcome when they agree, MF_MASKED when all passed and some

@@ -716,7 +716,7 @@ def test_layout_matches_brute_force_on_small_bars(data: st.DataObject) -> None:
     assert [p for off, n in layout.direct for p in range(off // P, (off + n) // P)] == direct
 
 
-# -- contract-details 13: redirect ---------------------------------------------------------
+# -- contract-details 17: redirect ---------------------------------------------------------
 
 
 def test_redirect_is_one_target_access_of_the_same_width_counted_not_an_event() -> None:

@@ -181,7 +181,7 @@ class FilterLife(RuleBasedStateMachine):
 
     def causes_event(self, acc: Access, outcome: mf.Outcome) -> bool:
         """contract-details 6, from the outcome and the policy alone: not PASS (nor REDIRECTED,
-        contract-details 13), or an audited PASS."""
+        contract-details 17), or an audited PASS."""
         if outcome is mf.Outcome.REDIRECTED:
             return False
         if outcome is not mf.Outcome.PASS:

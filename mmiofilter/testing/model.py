@@ -41,7 +41,7 @@ MIN_PAGE_SIZE = 4096
 _TIE_ORDER = ("allow", "audit", "guard", "readonly", "mask", "redirect", "emulate", "deny")
 _RESTRICTIVENESS = {action: rank for rank, action in enumerate(_TIE_ORDER)}
 # contract-details 1: which bytes pass to the device on a read, which are kept from it on a
-# write (a redirect byte goes to its target instead: contract-details 13).
+# write (a redirect byte goes to its target instead: contract-details 17).
 _READ_PASSES = frozenset({"allow", "audit", "readonly", "mask"})
 _WRITE_BLOCKED = frozenset({"readonly", "emulate", "deny", "redirect"})
 
@@ -331,7 +331,7 @@ class ModelFilter:
         self.bar = bar
         self.page_size = page_size
         self.device = device
-        #: The backends redirect rules name (contract-details 13), by name.
+        #: The backends redirect rules name (contract-details 17), by name.
         self.targets: dict[str, Device] = dict(targets or {})
         self._events: deque[Event] = deque(maxlen=ring_capacity)
         self._seq = 0
@@ -474,7 +474,7 @@ class ModelFilter:
     @staticmethod
     def _target_runs(owners: list[Rule | None]) -> list[tuple[Rule, int, int]]:
         """The redirect bytes of a mixed access as `(rule, begin, end)` runs: rule by rule in
-        the order of their first byte, each rule's runs in order (contract-details 13)."""
+        the order of their first byte, each rule's runs in order (contract-details 17)."""
         order: list[Rule] = []
         for r in owners:
             if r is not None and r.action == "redirect" and r not in order:
