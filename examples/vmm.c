@@ -125,7 +125,8 @@ static void enter_protected_mode(int vcpu)
 
 static const char *outcome_name(uint8_t o)
 {
-    static const char *const names[] = {"pass", "masked", "emulated", "blocked", "partial"};
+    static const char *const names[] = {"pass",    "masked",  "emulated",
+                                        "blocked", "partial", "redirected"};
     return o < sizeof names / sizeof names[0] ? names[o] : "?";
 }
 
@@ -197,7 +198,8 @@ int main(void)
         int rc = mf_access_mmio(filter, offset, run->mmio.len, run->mmio.is_write,
                                 run->mmio.data, &res);
         if (rc != MF_OK) {
-            fprintf(stderr, "mf_access_mmio at %#llx: %d\n", (unsigned long long)offset, rc);
+            fprintf(stderr, "mf_access_mmio at %#llx: %s\n", (unsigned long long)offset,
+                    mf_strerror(rc));
             return 2;
         }
         mmio_exits++;
