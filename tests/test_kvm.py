@@ -4,10 +4,7 @@ decision. Skipped, with the reason, where /dev/kvm or nasm is missing."""
 
 from __future__ import annotations
 
-import gc
 import mmap
-import os
-import shutil
 import struct
 import threading
 from collections.abc import Iterator
@@ -18,8 +15,10 @@ import mmiofilter as mf
 from mmiofilter import Rule
 from mmiofilter.testing.model import ModelDevice, ModelFilter
 
+from .kvm_helpers import guest_unavailable, memfd_bar
+
 kvm = pytest.importorskip("mmiofilter.kvm")
-REASON = kvm.kvm_available() or (None if shutil.which("nasm") else "nasm is not installed")
+REASON = guest_unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no KVM guest: {REASON}")
 
 GPA = 0xC0000000
@@ -28,14 +27,7 @@ SIZE = 0x10000
 
 @pytest.fixture
 def bar() -> Iterator[mmap.mmap]:
-    fd = os.memfd_create("kvm-test-bar")
-    os.ftruncate(fd, SIZE)
-    buf = mmap.mmap(fd, SIZE)
-    buf[:] = bytes((i * 7 + 3) & 0xFF for i in range(SIZE))
-    yield buf
-    gc.collect()  # filters and machines hold the mapping until they are gone
-    buf.close()
-    os.close(fd)
+    yield from memfd_bar("kvm-test-bar", SIZE)
 
 
 POLICY = mf.Policy(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gc
 import mmap
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +20,10 @@ import mmiofilter as mf
 from mmiofilter import Rule
 from mmiofilter.testing.model import ModelDevice, ModelFilter
 
+from .kvm_helpers import guest_unavailable, memfd_bar
+
 kvm = pytest.importorskip("mmiofilter.kvm")
-REASON = kvm.kvm_available() or (None if shutil.which("nasm") else "nasm is not installed")
+REASON = guest_unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no KVM guest: {REASON}")
 
 GPA = 0xC0000000
@@ -45,14 +45,7 @@ POLICY = mf.Policy(
 
 @pytest.fixture
 def bar() -> Iterator[mmap.mmap]:
-    fd = os.memfd_create("kvm-readdirect-bar")
-    os.ftruncate(fd, SIZE)
-    buf = mmap.mmap(fd, SIZE)
-    buf[:] = bytes((i * 7 + 3) & 0xFF for i in range(SIZE))
-    yield buf
-    gc.collect()  # filters and machines hold the mapping until they are gone
-    buf.close()
-    os.close(fd)
+    yield from memfd_bar("kvm-readdirect-bar", SIZE)
 
 
 def machine() -> Any:

@@ -79,6 +79,8 @@ def test_wheel_from_the_sdist_is_abi3_and_typed(sdist: Path, tmp_path: Path) -> 
     assert f"{dist_info}/licenses/LICENSE" in names
     assert "mmiofilter/devices/maps/gv100.toml" in names
     assert "mmiofilter/kvm/firmware.asm" in names
+    assert "mmiofilter/kvm/guest_ops.inc" in names
+    assert "mmiofilter/vfiouser/guest.asm" in names
     assert not any(n.startswith(("tests/", "csrc/", "build_cffi")) for n in names)
     assert "License-Expression: MIT" in metadata.splitlines()
     assert f"Version: {mmiofilter.__version__}" in metadata.splitlines()

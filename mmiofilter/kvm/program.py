@@ -1,7 +1,8 @@
 """Programs for the guest firmware: MMIO operations the guest performs, and its transcript.
 
-The encoding is the one firmware.asm reads at 0x10000 * (vCPU index + 1): a 16-byte header
-{'MMIO', count, 0, 0} and 16-byte operations {op, address, value, arg}, little-endian.
+The encoding is the one firmware.asm reads at 0x10000 * (vCPU index + 1) (its operations are
+guest_ops.inc's): a 16-byte header {'MMIO', count, 0, 0} and 16-byte operations
+{op, address, value, arg}, little-endian.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 MAGIC = 0x4F494D4D
 READ, WRITE, LOOP_READ, END, RMW, LOOP_WRITE = 1, 2, 3, 4, 5, 6
 WRITE64, READ64, SSE_STORE, CPUID, PUSHAD, STORE128 = range(7, 13)
-#: Read-modify-write instructions of the RMW operation (firmware.asm), by name.
+#: Read-modify-write instructions of the RMW operation (guest_ops.inc), by name.
 RMW_KINDS = {"or": 1, "lock bts": 2, "lock or": 3, "xchg": 4, "rep movsd": 5, "or word": 6,
              "or byte": 7}  # fmt: skip
 PROGRAM_STRIDE = 0x10000

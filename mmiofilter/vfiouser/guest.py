@@ -1,44 +1,17 @@
 """The PCI guest of the vfio-user end-to-end test (guest.asm), assembled with nasm on first
-use and cached like the KVM firmware (mmiofilter/kvm/firmware.py), and its program format."""
+use and cached by the KVM firmware's assembler (mmiofilter/kvm/firmware.py), and its program
+format."""
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import subprocess
-import tempfile
-from importlib import resources
-from pathlib import Path
-
-from ..kvm.firmware import SIZE, FirmwareError, _cache_dir
+from ..kvm.firmware import SIZE, FirmwareError, assemble, load
 from ..kvm.program import MAGIC, Line, Program, parse_transcript
 
 __all__ = ["FirmwareError", "PciTranscript", "image", "parse", "program_bytes"]
 
 
 def image() -> bytes:
-    src = resources.files(__package__).joinpath("guest.asm").read_bytes()
-    cached = _cache_dir() / f"pci-guest-{hashlib.sha256(src).hexdigest()[:16]}.bin"
-    if cached.is_file() and cached.stat().st_size == SIZE:
-        return cached.read_bytes()
-    nasm = shutil.which("nasm")
-    if nasm is None:
-        raise FirmwareError("the PCI guest needs nasm to assemble (apt-get install nasm)")
-    with tempfile.TemporaryDirectory() as tmp:
-        asm, out = Path(tmp) / "guest.asm", Path(tmp) / "guest.bin"
-        asm.write_bytes(src)
-        r = subprocess.run([nasm, "-f", "bin", "-o", str(out), str(asm)], capture_output=True)
-        if r.returncode != 0:
-            raise FirmwareError(f"nasm failed: {r.stderr.decode(errors='replace').strip()}")
-        data = out.read_bytes()
-    if len(data) != SIZE:
-        raise FirmwareError(f"PCI guest image is {len(data)} bytes, not {SIZE}")
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_bytes(data)
-    except OSError:
-        pass
-    return data
+    return assemble(load(__package__, "guest.asm"), "pci-guest", SIZE)
 
 
 def program_bytes(program: Program, vendor: int, device: int, bar0: int) -> bytes:
