@@ -329,6 +329,21 @@ def test_page_crossing_8_byte_write_with_denied_bytes(bar: mmap.mmap, in_c: bool
 
 
 @LOOPS
+def test_the_transcript_of_8_byte_accesses_says_what_was_written(
+    bar: mmap.mmap, in_c: bool
+) -> None:
+    """WRITE64 prints the value it wrote and READ64 the value it read (the transcript is how
+    the tests see the guest)."""
+    value = 0x1122334455667788
+    prog = kvm.Program().write64(GPA + 0x1008, value).read64(GPA + 0x1008)
+    res, seen, _ = run_recorded(bar, mf.Policy(TWO_PAGES), prog, in_c)
+    assert res.error is None, res.error
+    lines = [(ln.kind, ln.width, ln.value) for ln in kvm.parse_transcript(res.transcript)[:2]]
+    assert lines == [("W", 8, value), ("R", 8, value)]
+    assert seen == [("w", 0x1008, 8, value), ("r", 0x1008, 8)]
+
+
+@LOOPS
 def test_page_crossing_read_is_decided_per_page(bar: mmap.mmap, in_c: bool) -> None:
     """A read must be answered piece by piece (KVM needs the first page's bytes before it
     reports the second): a 2-byte read at 0x1FFF with 0x2000 denied returns the device byte
