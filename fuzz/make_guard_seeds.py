@@ -315,6 +315,16 @@ SEEDS: dict[str, bytes] = {
     + take(0)  # taken; the FSP will answer at EMEM 0, later
     + send(SOM | EOM, COT, seed=2)  # passes
     + take(0),  # the FSP answers first, over the packet, then reads it
+    # not a guard bug, a harness false positive (fuzz/README.md): a packet queued under the
+    # guard is rewritten while no guard is in force into a continuation of no message with
+    # EOM; a fresh state counts its reply as due, the FSP never answers: failing closed
+    "regression-unguarded-rewrite-before-restart": header(mode=0)
+    + send(SOM | EOM, COT)  # queued; the FSP has not taken it
+    + swap_deny(toggle=True)  # no guard from here
+    + write(EMEMC, 0, ememc(0))
+    + write(EMEMD, 0, mctp(EOM))  # its MCTP header now: no SOM, EOM
+    + bytes([RESTART])  # a fresh guard state: queue 0 busy, its header says EOM
+    + liveness(0),  # the FSP ignores the packet and never answers: the channel stays closed
 }
 
 #: The smallest inputs showing the guard bugs still open (fuzz/README.md has the list).
