@@ -315,6 +315,19 @@ SEEDS: dict[str, bytes] = {
     + take(0)  # taken; the FSP will answer at EMEM 0, later
     + send(SOM | EOM, COT, seed=2)  # passes
     + take(0),  # the FSP answers first, over the packet, then reads it
+    # fixed in 444d136
+    # a restart while a message's first packet (no EOM) waits: no reply will ever come
+    "regression-restart-mid-message-wedges-channel": header(mode=0)
+    + send(SOM, COT)  # the first packet of a longer message, queued
+    + bytes([RESTART])  # a fresh state counts a reply as due for the queued packet
+    + take(0)  # taken; it does not end a message, so the FSP will not answer
+    + liveness(0),  # every queue and MSGQ idle: a COT packet at EMEM 0 is refused
+    # the guest fakes a published reply by writing MSGQ_TAIL itself, before the FSP replies
+    "regression-forged-reply-publication": header(mode=LATE_REPLY | AUTO_TAKE)
+    + send(SOM | EOM, COT)  # taken at once; the FSP will answer at EMEM 0, later
+    + write(MTAIL, 0, bytes([2 | 2 << 3, 0]))  # MSGQ_TAIL(0) = 0x10: MSGQ looks non-empty
+    + write(MTAIL, 0, bytes([1]))  # MSGQ_TAIL(0) = 0: the guard takes it for a consumed reply
+    + send(SOM | EOM, COT, seed=2),  # passes; the FSP answers over it, then reads it
     # not a guard bug, a harness false positive (fuzz/README.md): a packet queued under the
     # guard is rewritten while no guard is in force into a continuation of no message with
     # EOM; a fresh state counts its reply as due, the FSP never answers: failing closed
@@ -327,21 +340,8 @@ SEEDS: dict[str, bytes] = {
     + liveness(0),  # the FSP ignores the packet and never answers: the channel stays closed
 }
 
-#: The smallest inputs showing the guard bugs still open (fuzz/README.md has the list).
-FINDINGS: dict[str, bytes] = {
-    # a restart while a message's first packet (no EOM) waits: no reply will ever come
-    "crash-restart-mid-message-wedges-channel": header(mode=0)
-    + send(SOM, COT)  # the first packet of a longer message, queued
-    + bytes([RESTART])  # a fresh state counts a reply as due for the queued packet
-    + take(0)  # taken; it does not end a message, so the FSP will not answer
-    + liveness(0),  # every queue and MSGQ idle: a COT packet at EMEM 0 is refused
-    # the guest fakes a published reply by writing MSGQ_TAIL itself, before the FSP replies
-    "crash-forged-reply-publication": header(mode=LATE_REPLY | AUTO_TAKE)
-    + send(SOM | EOM, COT)  # taken at once; the FSP will answer at EMEM 0, later
-    + write(MTAIL, 0, bytes([2 | 2 << 3, 0]))  # MSGQ_TAIL(0) = 0x10: MSGQ looks non-empty
-    + write(MTAIL, 0, bytes([1]))  # MSGQ_TAIL(0) = 0: the guard takes it for a consumed reply
-    + send(SOM | EOM, COT, seed=2),  # passes; the FSP answers over it, then reads it
-}
+#: The smallest inputs showing the guard bugs still open (fuzz/README.md has the list): none.
+FINDINGS: dict[str, bytes] = {}
 
 
 def main() -> int:
