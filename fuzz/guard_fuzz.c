@@ -1052,6 +1052,12 @@ static void note_unguarded_changes(struct world *w)
  * modelled as taking longer than the FSP's answers: owed replies are written first. */
 static void op_restart(struct world *w)
 {
+    /* Nor can it know of a doorbell the FSP has not acted on yet whose queue a time without a
+     * guard has made look idle since (HEAD = TAIL): the restart is slower than the FSP there
+     * too (docs/fsp-guard.md, "What the guard assumes"). */
+    for (unsigned c = 0; c < MAX_CH; c++)
+        if (w->sim.pending[c] && w->sim.db_unguarded[c] && w->sim.qhead[c] == w->sim.qtail[c])
+            fsp_take(w, c);
     for (unsigned c = 0; c < MAX_CH; c++)
         fsp_reply(w, c);
     note_unguarded_changes(w);

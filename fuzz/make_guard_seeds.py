@@ -338,6 +338,14 @@ SEEDS: dict[str, bytes] = {
     + write(EMEMD, 0, mctp(EOM))  # its MCTP header now: no SOM, EOM
     + bytes([RESTART])  # a fresh guard state: queue 0 busy, its header says EOM
     + liveness(0),  # the FSP ignores the packet and never answers: the channel stays closed
+    # not a guard bug either: a doorbell the FSP has not acted on, its queue made to look idle
+    # while no guard is in force; a fresh state cannot know of it (fuzz/README.md)
+    "regression-unguarded-idle-queue-before-restart": header(mode=0)
+    + send(SOM | EOM, COT)  # rung; the FSP has not taken it
+    + swap_deny(toggle=True)  # no guard from here
+    + write(QTAIL, 0, queue_at(0))  # QUEUE_TAIL(0) = 0 = QUEUE_HEAD(0): the queue looks idle
+    + bytes([RESTART])  # a fresh guard state: queue 0 idle
+    + send(SOM | EOM, COT, seed=2),  # passes: the FSP acted on the old doorbell before
 }
 
 #: The smallest inputs showing the guard bugs still open (fuzz/README.md has the list): none.
