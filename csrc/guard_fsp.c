@@ -246,6 +246,11 @@ bool mf_fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
             /* it may end a message: count its reply as due, into its channel */
             ch->owed = OWED_DUE;
             ch->mq_seen_mask = 0;
+            /* a reply already waiting is not this packet's, which the FSP has not taken:
+             * unreadable, it is taken for one (failing closed: its consumption frees nothing) */
+            uint32_t mh, mt;
+            ch->mq_stale = !mf_fsp_dev_rd(c, p->msgq + 8ull * q, &mh) ||
+                           !mf_fsp_dev_rd(c, p->msgq + 8ull * q + 4, &mt) || mh != mt;
             ch->last_head = ch->whole ? 0 : head;
             return false;
         }

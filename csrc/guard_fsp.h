@@ -21,6 +21,8 @@
  *   doorbell refused at the packet check  | -               | -               | REFUSING (no
  *                                         |                 |                 |  EOM) / NONE
  *   doorbell whose device write failed    | UNKNOWN         | DUE if EOM      | as passed
+ *   first look: MSGQ already non-empty    | -               | DUE, stale      | -
+ *   MSGQ write passed while stale         | -               | DUE (not stale) | -
  *   MSGQ seen non-empty while DUE         | -               | PUBLISHED       | -
  *   MSGQ write emptying it, PUBLISHED     | -               | NONE (channel   | -
  *                                         |                 |  shadow dropped)|
@@ -77,6 +79,10 @@ struct chan {
     uint32_t last_head; /* the channel of the last packet passed: where the FSP replies */
     uint8_t owed;         /* OWED_*: the reply to a message that ended (EOM passed) */
     uint8_t mq_seen_mask; /* MSGQ HEAD (bit 0) and TAIL (bit 1) read since the reply fell due */
+    /* a first look found the packet queued and a reply already in MSGQ: an earlier message's
+     * (the FSP answers a packet only after taking it), so seeing or consuming it neither
+     * publishes nor consumes the reply due; the first MSGQ write that passes ends it */
+    bool mq_stale;
     uint32_t mq_seen[2];
     bool reply; /* an emulated refusal is waiting in MSGQ */
     uint32_t reply_at, mq_head, mq_tail;

@@ -192,6 +192,7 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     if (reply) { /* the message ended: the FSP will answer into this channel */
         ch->owed = OWED_DUE;
         ch->mq_seen_mask = 0;
+        ch->mq_stale = false; /* MSGQ was empty: checked above */
     }
     mf_fsp_invalidate(s, head, p->max_packet);
     /* The order the driver uses: the FSP is interrupted by the head write. */
@@ -253,7 +254,7 @@ void mf_fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
             mf_fsp_pass_read(c);
             /* the guest looks for its reply (it reads HEAD and TAIL): once both have been seen
              * since the reply fell due, and differ, the reply is published */
-            if (c->outcome == MF_PASS && ch->owed == OWED_DUE) {
+            if (c->outcome == MF_PASS && ch->owed == OWED_DUE && !ch->mq_stale) {
                 ch->mq_seen[is_tail] = c->result;
                 ch->mq_seen_mask |= (uint8_t)(1u << is_tail);
                 if (ch->mq_seen_mask == 3 && ch->mq_seen[0] != ch->mq_seen[1])
@@ -272,11 +273,15 @@ void mf_fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
             DETAIL(c, "MSGQ_%s(%u) would queue a reply", is_tail ? "TAIL" : "HEAD", q);
             return;
         }
-        if (ch->owed == OWED_DUE && mh != mt)
+        if (ch->owed == OWED_DUE && mh != mt && !ch->mq_stale)
             ch->owed = OWED_PUBLISHED;
         mf_fsp_pass_write(c);
         if (c->outcome != MF_PASS)
             return;
+        if (ch->mq_stale) {
+            ch->mq_stale = false; /* the earlier reply is consumed; the queued packet's is due */
+            return;
+        }
         if (ch->owed == OWED_PUBLISHED) {
             /* consumed: the FSP has written its channel since we shadowed it */
             ch->owed = OWED_NONE;

@@ -32,6 +32,9 @@
  *   liveness   a well-formed COT packet sent with the driver's sequence, once every queue is
  *              idle and the harness has consumed every reply the way the driver does, passes
  *              and is taken; the driver's consumption of a reply leaves an idle MSGQ idle.
+ *              Not checked where the guard fails closed as documented: after a device fault,
+ *              a message never answered, a doorbell rung with no guard, or a restart while a
+ *              packet queued under the guard waited, changed by a time without a guard.
  *   API        every access returns MF_OK (MF_EDEVICE only under an injected fault) with an
  *              outcome in range; a refused or emulated access writes nothing to the device; a
  *              passed one did exactly the guest's access; events drain with sane fields.
@@ -138,6 +141,10 @@ struct world {
      * doorbell rang then (a packet no guard would pass, such as a continuation of no message,
      * may have reached the FSP, which a later guard takes for one whose reply will come) */
     bool unguarded, unguarded_rang;
+    /* a restart armed a fresh guard state while a packet queued under a guard was waiting,
+     * changed since its doorbell (its bytes, or its queue's HEAD/TAIL) by a time without a
+     * guard: see note_unguarded_changes */
+    bool unguarded_changed;
     /* a table an update handed back, kept to publish again, and its policy */
     struct mf_table *retired;
     uint8_t retired_deny[32], retired_prc[32];
@@ -1019,13 +1026,41 @@ static void new_filter(struct world *w)
         FAIL("mf_filter_new: %s", err.message);
 }
 
+/* A fresh guard state counts a reply as due for every queued packet whose MCTP header has EOM
+ * (docs/fsp-guard.md, "What the guard assumes"): it cannot tell the last packet of a message
+ * the FSP began before it existed from a continuation of no message, which the FSP never
+ * answers. A guard never rings such a packet; but one queued under a guard and rewritten (or
+ * its HEAD/TAIL moved) while no guard was in force may be one, and then its channel stays
+ * closed: failing closed, as documented, not a liveness bug. Such a restart is noted. */
+static void note_unguarded_changes(struct world *w)
+{
+    struct fsp *s = &w->sim;
+    for (unsigned c = 0; c < MAX_CH; c++) {
+        if (!s->pending[c] || !s->db_unguarded[c])
+            continue; /* nothing queued, or still as the guard checked it */
+        uint32_t len = s->db_tail[c] + 4 - s->db_head[c];
+        if (s->qhead[c] != s->db_head[c] || s->qtail[c] != s->db_tail[c] ||
+            memcmp(&s->emem[s->db_head[c]], s->snap[c], len)) {
+            TRACE("    queue %u: its queued packet changed while no guard was in force\n", c);
+            w->unguarded_changed = true;
+        }
+    }
+}
+
 /* The VMM restarts: a new filter, a fresh guard state, the same device. A fresh state cannot
  * know that the FSP still owes a reply (nothing in the registers says so), so the restart is
  * modelled as taking longer than the FSP's answers: owed replies are written first. */
 static void op_restart(struct world *w)
 {
+    /* Nor can it know of a doorbell the FSP has not acted on yet whose queue a time without a
+     * guard has made look idle since (HEAD = TAIL): the restart is slower than the FSP there
+     * too (docs/fsp-guard.md, "What the guard assumes"). */
+    for (unsigned c = 0; c < MAX_CH; c++)
+        if (w->sim.pending[c] && w->sim.db_unguarded[c] && w->sim.qhead[c] == w->sim.qtail[c])
+            fsp_take(w, c);
     for (unsigned c = 0; c < MAX_CH; c++)
         fsp_reply(w, c);
+    note_unguarded_changes(w);
     drain(w);
     mf_filter_free(w->f);
     mf_table_free(w->retired); /* it belonged to the old filter's life */
@@ -1047,7 +1082,7 @@ static void op_liveness(struct input *in, struct world *w)
     return;
 #endif
     if (denied(w->deny, NVDM_COT) || 4 * n > w->max_packet || w->ever_faulted || w->fault_in ||
-        w->unguarded || w->unguarded_rang)
+        w->unguarded || w->unguarded_rang || w->unguarded_changed)
         return;
     drain(w);
     for (unsigned c = 0; c < MAX_CH; c++) {

@@ -279,6 +279,27 @@ def test_a_packet_queued_before_the_guard_is_respected() -> None:
     assert f.write(EMEMD + 8, 4, 0) is mf.Outcome.PASS
 
 
+def test_a_reply_waiting_before_the_guard_is_not_the_queued_packets() -> None:
+    # Left by someone the guard did not see: an earlier message's reply waits in MSGQ(0) and a
+    # packet that ends a message is queued on queue 0, not taken yet (found by the guard fuzzer)
+    fsp = SimFsp(auto_take=False, respond=False)
+    mctp, hdr = mctp_header(True, True, 0), message_header(COT)
+    fsp.emem[0:8] = mctp.to_bytes(4, "little") + hdr.to_bytes(4, "little")
+    fsp.qhead[0], fsp.qtail[0], fsp.mhead[0], fsp.mtail[0] = 0, 4, 0, 16
+    fsp.pending.append(0)
+    f = guarded(fsp)
+    consume_reply(f)  # the driver consumes the reply it sees: the earlier message's
+    fsp.take()  # the queued packet is taken; its reply will come later, into channel 0
+    send_raw(f, packets_of(COT, b"boot")[0])
+    assert fsp.pending == []  # refused: the reply due would overwrite it
+    fsp._reply(0, 0, COT)  # the reply comes
+    consume_reply(f)
+    send_raw(f, packets_of(COT, b"boot")[0])
+    assert fsp.pending == [0]  # now it passes
+    fsp.take()
+    assert fsp.packets[-1] == (0, packets_of(COT, b"boot")[0])
+
+
 def test_the_guard_must_own_all_its_registers() -> None:
     hole = mf.Rule("hole", EMEMD + 8 * 3, 4, "allow", priority=5)
     with pytest.raises(mf.PolicyError, match="guard register byte 0x8f2adc is owned by rule hole"):

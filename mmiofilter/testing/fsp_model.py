@@ -94,6 +94,9 @@ class Queue:
     last_head: int = 0  # the last passed head: where the FSP writes its reply
     owed: Owed = Owed.NONE
     seen: dict[bool, int] = field(default_factory=dict)  # MSGQ {is_tail: value} since due
+    # a first look found the packet queued and a reply already in MSGQ: an earlier message's;
+    # it neither publishes nor consumes the reply due, and the first MSGQ write ends it
+    mq_stale: bool = False
     msg: Msg = Msg.NONE
     msg_type: int = 0
     msg_sub: int = 0  # a PRC message's sub-message (packet byte 8)
@@ -275,6 +278,8 @@ class FspGuardModel:
                 ch.whole = not placed
                 # it may end a message: its reply is due, into its channel (arm may know more)
                 ch.owed, ch.seen, ch.last_head = Owed.DUE, {}, head if placed else 0
+                msgq = self.guard.msgq + 8 * q
+                ch.mq_stale = dev.read(msgq, 4) != dev.read(msgq + 4, 4)
                 return False
         ch.flight = Flight.IDLE
         return True
@@ -432,7 +437,7 @@ class FspGuardModel:
         self.doorbells.append(Doorbell(q, h, bytes(self.shadow[h : t + 4]), stale))
         ch.last_head = h
         if check.reply:  # the message ended: the FSP will answer into this channel
-            ch.owed, ch.seen = Owed.DUE, {}
+            ch.owed, ch.seen, ch.mq_stale = Owed.DUE, {}, False
         self._invalidate(h)  # from here the FSP may write its reply into this channel
         return Outcome.PASS, h, ""
 
@@ -503,7 +508,7 @@ class FspGuardModel:
         if r is None:
             if not is_write:
                 v = dev.read(off, 4)
-                if ch.owed is Owed.DUE:  # the guest looks for its reply
+                if ch.owed is Owed.DUE and not ch.mq_stale:  # the guest looks for its reply
                     ch.seen[is_tail] = v
                     if len(ch.seen) == 2 and ch.seen[False] != ch.seen[True]:
                         ch.owed = Owed.PUBLISHED
@@ -514,9 +519,12 @@ class FspGuardModel:
             if value != (mh if is_tail else mt):
                 name = "TAIL" if is_tail else "HEAD"
                 return Outcome.BLOCKED, 0, f"MSGQ_{name}({q}) would queue a reply"
-            if ch.owed is Owed.DUE and mh != mt:  # the guard sees it published
+            if ch.owed is Owed.DUE and mh != mt and not ch.mq_stale:  # the guard sees it
                 ch.owed = Owed.PUBLISHED
             dev.write(off, 4, value)
+            if ch.mq_stale:  # an earlier reply consumed: the queued packet's is still due
+                ch.mq_stale = False
+                return Outcome.PASS, value, ""
             if ch.owed is Owed.PUBLISHED:
                 # Consumed: the FSP has written its channel since the guest's writes were
                 # shadowed. A write before the reply was published frees nothing.
