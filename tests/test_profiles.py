@@ -14,9 +14,6 @@ from mmiofilter import cli
 from mmiofilter.devices import Device, load_policy_file, profile_for_ids, profiles
 from mmiofilter.devices.pciconfig_build import build_config, mem_bar, msix_cap, pm_cap
 
-# The default config_mirror = "virtualize" builds redirect rules: until the redirect action
-# (helper `seam`) is merged, the tests of the default skip. The integrator removes this.
-
 
 def names(pf_text: str) -> set[str]:
     policy, _ = load_policy_file(pf_text).resolve(None)
