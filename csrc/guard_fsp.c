@@ -236,22 +236,28 @@ bool mf_fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
         if (!mf_fsp_dev_rd(c, p->queue + 8ull * q + 4, &tail))
             return false;
         if (head != tail) {
-            /* someone queued a packet before this state existed; if we cannot place it,
-             * all of EMEM is off limits until the FSP has taken it */
+            /* someone queued a packet before this state existed. It is placed only where a
+             * guard would have rung it: at its channel's base, inside the channel. Anywhere
+             * else the registers may have moved since its doorbell (the FSP goes by what it
+             * was told), so neither the bytes the FSP reads nor where it replies are known:
+             * all of EMEM is off limits until the FSP has taken it, and then every doorbell
+             * until its reply has come and gone (found by the guard fuzzer). */
+            const uint32_t base = mf_fsp_channel_base(p, q);
             mf_fsp_set_flight(s, q, FL_BUSY);
-            ch->whole = !(head % 4 == 0 && tail % 4 == 0 && head <= tail &&
-                          tail <= EMEM_LAST_DWORD);
+            ch->whole = !(head == base && tail % 4 == 0 && tail >= head + 4 &&
+                          tail - head <= p->max_packet - 4);
             ch->head = head;
             ch->tail = tail;
             /* it may end a message: count its reply as due, into its channel */
             ch->owed = OWED_DUE;
+            ch->reply_unplaced = ch->whole;
             ch->mq_seen_mask = 0;
             /* a reply already waiting is not this packet's, which the FSP has not taken:
              * unreadable, it is taken for one (failing closed: its consumption frees nothing) */
             uint32_t mh, mt;
             ch->mq_stale = !mf_fsp_dev_rd(c, p->msgq + 8ull * q, &mh) ||
                            !mf_fsp_dev_rd(c, p->msgq + 8ull * q + 4, &mt) || mh != mt;
-            ch->last_head = ch->whole ? 0 : head;
+            ch->last_head = base;
             return false;
         }
     }

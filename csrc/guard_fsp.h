@@ -11,8 +11,8 @@
  *   what                                  | flight          | owed            | msg
  *   --------------------------------------+-----------------+-----------------+--------------
  *   fresh state                           | UNKNOWN         | NONE            | NONE
- *   device HEAD != TAIL (first look)      | BUSY (+whole if | DUE             | -
- *                                         |  unplaceable)   |                 |
+ *   device HEAD != TAIL (first look)      | BUSY (+whole if | DUE (anywhere   | -
+ *                                         |  unplaceable)   |  if unplaceable)|
  *   device HEAD == TAIL, or HEAD read     | IDLE            | -               | -
  *     back equal to the tail passed       |                 |                 |
  *   QUEUE_TAIL write while IDLE           | - (tail held)   | -               | -
@@ -78,6 +78,9 @@ struct chan {
     uint8_t msg, msg_type, msg_sub, next_seq; /* msg_sub: a PRC message's sub-message */
     uint32_t last_head; /* the channel of the last packet passed: where the FSP replies */
     uint8_t owed;         /* OWED_*: the reply to a message that ended (EOM passed) */
+    /* the reply due is to a packet a first look could not place (off its channel's base, or
+     * not a packet at all): the FSP may write it anywhere in EMEM */
+    bool reply_unplaced;
     uint8_t mq_seen_mask; /* MSGQ HEAD (bit 0) and TAIL (bit 1) read since the reply fell due */
     /* a first look found the packet queued and a reply already in MSGQ: an earlier message's
      * (the FSP answers a packet only after taking it), so seeing or consuming it neither

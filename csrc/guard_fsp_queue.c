@@ -156,8 +156,8 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
      * queue's reply could rewrite another queue's packet after the guard checked it. */
     for (unsigned o = 0; o < MF_FSP_PORTS; o++) {
         const struct chan *oc = &s->chan[o];
-        if (oc->owed && head < (uint64_t)oc->last_head + p->max_packet &&
-            oc->last_head < (uint64_t)tail + 4) {
+        if (oc->owed && (oc->reply_unplaced || (head < (uint64_t)oc->last_head + p->max_packet &&
+                                                oc->last_head < (uint64_t)tail + 4))) {
             DETAIL(c, "packet where queue %u's reply is due", o);
             return;
         }
@@ -191,6 +191,7 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     ch->last_head = head;
     if (reply) { /* the message ended: the FSP will answer into this channel */
         ch->owed = OWED_DUE;
+        ch->reply_unplaced = false;
         ch->mq_seen_mask = 0;
         ch->mq_stale = false; /* MSGQ was empty: checked above */
     }
@@ -285,7 +286,11 @@ void mf_fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
         if (ch->owed == OWED_PUBLISHED) {
             /* consumed: the FSP has written its channel since we shadowed it */
             ch->owed = OWED_NONE;
-            mf_fsp_invalidate(s, ch->last_head, p->max_packet);
+            if (ch->reply_unplaced)
+                mf_fsp_invalidate(s, 0, MF_FSP_EMEM_BYTES);
+            else
+                mf_fsp_invalidate(s, ch->last_head, p->max_packet);
+            ch->reply_unplaced = false;
         }
         return;
     }

@@ -346,6 +346,18 @@ SEEDS: dict[str, bytes] = {
     + write(QTAIL, 0, queue_at(0))  # QUEUE_TAIL(0) = 0 = QUEUE_HEAD(0): the queue looks idle
     + bytes([RESTART])  # a fresh guard state: queue 0 idle
     + send(SOM | EOM, COT, seed=2),  # passes: the FSP acted on the old doorbell before
+    # a doorbell rung under the guard waits; with no guard its registers are moved off the
+    # channel's base; a fresh state read the MCTP header at the moved HEAD (no EOM) and did
+    # not count the reply the FSP then owed for the packet at the base (fuzz/README.md)
+    "regression-queued-off-base-before-restart": header(mode=LATE_REPLY)
+    + send(SOM | EOM, COT)  # queued at EMEM 0; the FSP has not taken it
+    + swap_deny(toggle=True)  # no guard from here
+    + write(QTAIL, 0, bytes([2, 4 * ADDRS.index(0x100), 3, 3]))  # QUEUE_TAIL(0) = 0x10c
+    + write(QHEAD, 0, queue_at(0x100))  # QUEUE_HEAD(0) = 0x100 (the FSP ignores it)
+    + bytes([RESTART])  # a fresh guard state: queue 0 busy at 0x100..0x10c
+    + take(0)  # the FSP takes [0, 0x10) from the base; it will answer there, later
+    + send(SOM | EOM, COT, seed=2)  # must be refused: that reply would land on it
+    + take(0),
 }
 
 #: The smallest inputs showing the guard bugs still open (fuzz/README.md has the list): none.

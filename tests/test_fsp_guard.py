@@ -300,6 +300,32 @@ def test_a_reply_waiting_before_the_guard_is_not_the_queued_packets() -> None:
     assert fsp.packets[-1] == (0, packets_of(COT, b"boot")[0])
 
 
+def test_a_packet_queued_off_its_base_before_the_guard_is_placed_nowhere() -> None:
+    # Left by someone the guard did not see (found by the guard fuzzer): a packet that ends a
+    # message was rung at channel 0's base, then QUEUE_HEAD/TAIL were moved off the base before
+    # the FSP took it. The FSP reads from the base; the registers say nothing of where.
+    fsp = SimFsp(auto_take=False, respond=False)
+    mctp, hdr = mctp_header(True, True, 0), message_header(COT)
+    fsp.emem[0:8] = mctp.to_bytes(4, "little") + hdr.to_bytes(4, "little")
+    fsp.qhead[0], fsp.qtail[0] = 0x100, 0x10C  # no packet there: no EOM at 0x100
+    fsp.pending.append(0)
+    f = guarded(fsp)
+    assert f.write(EMEMC + 8, 4, 0 | AINCW) is mf.Outcome.PASS
+    assert f.write(EMEMD + 8, 4, 0) is mf.Outcome.BLOCKED  # the FSP may be reading there
+    fsp.take()  # it takes [0, 8) from the base: a message ended, a reply will come
+    assert [m.nvdm_type for m in fsp.messages] == [COT]
+    boot = packets_of(COT, b"boot")[0]
+    send_raw(f, boot)
+    send_raw(f, boot, port=1, queue=1, at=1024)  # where that reply lands is not known either
+    assert fsp.pending == []
+    fsp._reply(0, 0, COT)  # the reply comes
+    consume_reply(f)
+    send_raw(f, boot)
+    assert fsp.pending == [0]  # now it passes
+    fsp.take()
+    assert fsp.packets[-1] == (0, boot)
+
+
 def test_the_guard_must_own_all_its_registers() -> None:
     hole = mf.Rule("hole", EMEMD + 8 * 3, 4, "allow", priority=5)
     with pytest.raises(mf.PolicyError, match="guard register byte 0x8f2adc is owned by rule hole"):

@@ -93,6 +93,8 @@ class Queue:
     held: int | None = None
     last_head: int = 0  # the last passed head: where the FSP writes its reply
     owed: Owed = Owed.NONE
+    # the reply due answers a packet a first look could not place: it may land anywhere
+    reply_unplaced: bool = False
     seen: dict[bool, int] = field(default_factory=dict)  # MSGQ {is_tail: value} since due
     # a first look found the packet queued and a reply already in MSGQ: an earlier message's;
     # it neither publishes nor consumes the reply due, and the first MSGQ write ends it
@@ -274,10 +276,15 @@ class FspGuardModel:
             tail = dev.read(qreg + 4, 4)
             if head != tail:  # queued before this state existed
                 ch.flight, ch.head, ch.tail = Flight.BUSY, head, tail
-                placed = head % 4 == 0 and tail % 4 == 0 and head <= tail <= EMEM_LAST_DWORD
+                # placed only where a guard rings a packet: at its channel's base, inside
+                # the channel; elsewhere the registers may have moved since its doorbell
+                base, room = q * self.guard.max_packet, self.guard.max_packet
+                placed = head == base and tail % 4 == 0 and head + 4 <= tail <= head + room - 4
                 ch.whole = not placed
-                # it may end a message: its reply is due, into its channel (arm may know more)
-                ch.owed, ch.seen, ch.last_head = Owed.DUE, {}, head if placed else 0
+                # it may end a message: its reply is due, into its channel (arm may know
+                # more), or anywhere if the packet could not be placed
+                ch.owed, ch.seen, ch.last_head = Owed.DUE, {}, base
+                ch.reply_unplaced = not placed
                 msgq = self.guard.msgq + 8 * q
                 ch.mq_stale = dev.read(msgq, 4) != dev.read(msgq + 4, 4)
                 return False
@@ -384,9 +391,11 @@ class FspGuardModel:
             ch.flight = Flight.IDLE
         return Outcome.PASS, v, ""
 
-    def _invalidate(self, start: int) -> None:
-        """Forget the guest's EMEM [start, start + max_packet): a channel the FSP may write."""
-        gone = range(start - start % 4, min(start + self.guard.max_packet, EMEM_BYTES), 4)
+    def _invalidate(self, start: int, size: int | None = None) -> None:
+        """Forget the guest's EMEM [start, start + size): by default a channel, which the FSP
+        may write."""
+        end = start + (self.guard.max_packet if size is None else size)
+        gone = range(start - start % 4, min(end, EMEM_BYTES), 4)
         self.valid.difference_update(gone)
         self.stale.difference_update(gone)
 
@@ -412,8 +421,8 @@ class FspGuardModel:
         for o, oc in enumerate(self.queues):
             if (
                 oc.owed is not Owed.NONE
-                and h < oc.last_head + g.max_packet
-                and oc.last_head < t + 4
+                and (oc.reply_unplaced or h < oc.last_head + g.max_packet)
+                and (oc.reply_unplaced or oc.last_head < t + 4)
             ):
                 return Outcome.BLOCKED, 0, f"packet where queue {o}'s reply is due"
             if (
@@ -437,7 +446,7 @@ class FspGuardModel:
         self.doorbells.append(Doorbell(q, h, bytes(self.shadow[h : t + 4]), stale))
         ch.last_head = h
         if check.reply:  # the message ended: the FSP will answer into this channel
-            ch.owed, ch.seen, ch.mq_stale = Owed.DUE, {}, False
+            ch.owed, ch.seen, ch.mq_stale, ch.reply_unplaced = Owed.DUE, {}, False, False
         self._invalidate(h)  # from here the FSP may write its reply into this channel
         return Outcome.PASS, h, ""
 
@@ -529,7 +538,11 @@ class FspGuardModel:
                 # Consumed: the FSP has written its channel since the guest's writes were
                 # shadowed. A write before the reply was published frees nothing.
                 ch.owed = Owed.NONE
-                self._invalidate(ch.last_head)
+                if ch.reply_unplaced:  # it may have landed anywhere
+                    self._invalidate(0, EMEM_BYTES)
+                else:
+                    self._invalidate(ch.last_head)
+                ch.reply_unplaced = False
             return Outcome.PASS, value, ""
         if not is_write:
             return Outcome.EMULATED, r.tail if is_tail else r.head, "refusal reply"
