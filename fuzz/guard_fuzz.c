@@ -1031,11 +1031,20 @@ static void new_filter(struct world *w)
  * the FSP began before it existed from a continuation of no message, which the FSP never
  * answers. A guard never rings such a packet; but one queued under a guard and rewritten (or
  * its HEAD/TAIL moved) while no guard was in force may be one, and then its channel stays
- * closed: failing closed, as documented, not a liveness bug. Such a restart is noted. */
+ * closed: failing closed, as documented, not a liveness bug. So does a channel whose fresh
+ * state finds a packet queued and MSGQ non-empty (the guard takes what MSGQ holds for an
+ * earlier message's reply; if the FSP answers the packet before that is consumed, the guard
+ * waits for a reply that already came: documented too). Under a guard neither can arise (a
+ * doorbell passes only with MSGQ empty and no reply due), so only a time without a guard
+ * leaves them. Such a restart is noted. */
 static void note_unguarded_changes(struct world *w)
 {
     struct fsp *s = &w->sim;
     for (unsigned c = 0; c < MAX_CH; c++) {
+        if (s->pending[c] && s->mhead[c] != s->mtail[c]) {
+            TRACE("    queue %u: a packet queued and MSGQ non-empty at the restart\n", c);
+            w->unguarded_changed = true;
+        }
         if (!s->pending[c] || !s->db_unguarded[c])
             continue; /* nothing queued, or still as the guard checked it */
         uint32_t len = s->db_tail[c] + 4 - s->db_head[c];

@@ -358,6 +358,15 @@ SEEDS: dict[str, bytes] = {
     + take(0)  # the FSP takes [0, 0x10) from the base; it will answer there, later
     + send(SOM | EOM, COT, seed=2)  # must be refused: that reply would land on it
     + take(0),
+    # not a guard bug: with no guard the guest makes MSGQ(0) non-empty while a packet waits; a
+    # fresh state takes it for an earlier reply, the FSP answers the packet over it, and the
+    # guard waits for a reply that already came: failing closed, as documented (fuzz/README.md)
+    "regression-unguarded-msgq-before-restart": header(mode=0)
+    + send(SOM | EOM, COT)  # queued; the FSP has not taken it
+    + swap_deny(toggle=True)  # no guard from here
+    + write(MHEAD, 0, bytes([0]) + (0x0A000000).to_bytes(4, "little"))  # MSGQ_HEAD(0)
+    + bytes([RESTART])  # a fresh state: queue 0 busy, a reply (it thinks) already waiting
+    + liveness(0),  # the FSP answers; its reply's consumption is taken for the earlier one's
 }
 
 #: The smallest inputs showing the guard bugs still open (fuzz/README.md has the list): none.
