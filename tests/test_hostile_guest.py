@@ -146,6 +146,9 @@ ATTACKS = [
     ("MINION IMEMT: a code tag", 0xA06188, 4, 0x1, (0xA06188, 4)),
     ("MINION DMEMC", 0xA061C0, 4, 1 << 24, (0xA061C0, 4)),
     ("MINION DMEMD", 0xA061C4, 4, 0x12345678, (0xA061C4, 4)),
+    ("MINION DMATRFBASE: where code is fetched from", 0xA06110, 4, 0x1000, (0xA06110, 4)),
+    ("MINION DMATRFCMD: DMA code into IMEM", 0xA06118, 4, 1 << 4, (0xA06118, 4)),
+    ("MINION DMATRFBASE1", 0xA06128, 4, 0x1, (0xA06128, 4)),
     ("function 1's command register", 0x8A004, 2, 0x0007, (0x8A004, 2)),
     ("function 1's IDs, 8 bytes", 0x8A000, 8, 0, (0x8A000, 8)),
 ]

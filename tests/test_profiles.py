@@ -120,14 +120,17 @@ def test_gv100_isolation_rules_are_the_isolation_state_only() -> None:
     # The ring registers the sequence writes are not isolation state: the guest acks ring
     # interrupts through 0x12004C (nouveau gk104_privring_intr).
     assert not any(r.start <= off < r.end for r in rules.values() for off in (0x12004C, 0x122204))
-    # The MINION falcon's code-load ports are denied.
-    assert rules["NV_PMINION_FALCON_IMEM_PORTS"].action == "deny"
-    assert rules["NV_PMINION_FALCON_DMEM_PORTS"].action == "deny"
+    # The MINION falcon's code-load paths are denied: the ports and the DMA transfer registers
+    # (a DMATRFCMD with IMEM set loads code from memory).
+    for name in ("IMEM_PORTS", "DMEM_PORTS", "DMATRF", "DMATRFBASE1"):
+        assert rules["NV_PMINION_FALCON_" + name].action == "deny"
+    assert not any(r.start <= 0xA06100 < r.end for r in rules.values())  # CPUCTL stays usable
     # Without the device, the link-disable bits the host set are not known yet: deferred.
     assert "NVLINK_LINK_DISABLE" not in rules
     _, resolved = load_policy_file('profile = "nvidia-gv100"\n' + DENY_MIRROR).resolve(None)
     assert any("NVLINK_LINK_DISABLE" in d for d in resolved.deferred)
-    assert any("NV_PMINION_FALCON_IMEM_PORTS" in w for w in resolved.warnings)
+    # The MINION offsets are sourced (nvgpu hw_falcon_gv100.h): no unconfirmed-fact warning.
+    assert not any(w.startswith("NV_PMINION") for w in resolved.warnings)
 
 
 def test_link_disable_rule_forces_exactly_the_hosts_bits(caplog: pytest.LogCaptureFixture) -> None:

@@ -83,11 +83,20 @@ def test_gv100_facts() -> None:
         "NV_PMINION_FALCON_CPUCTL",
         "NV_PMINION_FALCON_IMEM_PORTS",
         "NV_PMINION_FALCON_DMEM_PORTS",
+        "NV_PMINION_FALCON_DMATRF",
+        "NV_PMINION_FALCON_DMATRFBASE1",
     }
     cpuctl = m.find("NV_PMINION_FALCON_CPUCTL")
     imem, dmem = m.find("NV_PMINION_FALCON_IMEM_PORTS"), m.find("NV_PMINION_FALCON_DMEM_PORTS")
     assert (cpuctl.offset, imem.offset, dmem.offset) == (0xA06100, 0xA06180, 0xA061C0)
-    assert cpuctl.confirmed and not imem.confirmed and not dmem.confirmed
+    # The falcon layout from nvgpu's GV100 header, from the MINION falcon's base (0xA06000):
+    # IMEMC/D/T(0..3) up to DMEMC(0), DMEMC/D(0..7) up to ICD_CMD (0x200), the DMA registers.
+    dma, dma1 = m.find("NV_PMINION_FALCON_DMATRF"), m.find("NV_PMINION_FALCON_DMATRFBASE1")
+    assert [(r.offset, r.end) for r in (imem, dmem, dma, dma1)] == [
+        (0xA06180, 0xA061C0), (0xA061C0, 0xA06200), (0xA06110, 0xA06120), (0xA06128, 0xA0612C)
+    ]
+    minion = (cpuctl, imem, dmem, dma, dma1)
+    assert all(r.confirmed and "hw_falcon_gv100.h" in r.source for r in minion)
     pcfg1 = m.find("NV_PCFG1")
     assert (pcfg1.offset, pcfg1.end, pcfg1.category) == (0x8A000, 0x8B000, "config-mirror")
     assert "dev_nv_xve3g_fn1.ref.txt" in pcfg1.source

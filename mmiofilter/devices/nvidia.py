@@ -8,9 +8,10 @@ What each option protects (the register facts and their sources are in maps/*.to
   0xA00148 that the host set, read from the device when the filter is attached (the host keeps
   the links to the CPU enabled; forcing all six would disable them). The ring registers the
   sequence also writes (0x12004C, 0x122204) are not isolation state: the guest driver acks ring
-  interrupts through 0x12004C, so they pass. The NVLink MINION falcon's code-load ports (IMEM
-  and DMEM) are denied. On both chips every NVLink (IOCTRL) unit that the device-info table
-  lists is read-only to the guest, at a higher priority than the mask rules.
+  interrupts through 0x12004C, so they pass. The NVLink MINION falcon's code-load paths (the
+  IMEM and DMEM ports, the DMA transfer registers) are denied. On both chips every NVLink
+  (IOCTRL) unit that the device-info table lists is read-only to the guest, at a higher
+  priority than the mask rules.
 - `firmware_update = "deny"`: the flash path is write-blocked (GV100: the VBIOS ROM window and
   the SPI controller). On GH100 a firmware update is a message through the FSP mailbox, which
   the guest driver must keep using (it sends a COT message on every boot), so no byte range can
@@ -268,13 +269,21 @@ class Gv100Profile(NvidiaProfile):
     options = (NVLINK, FIRMWARE, CONFIG_MIRROR)
 
     mirror_targets: ClassVar[Mapping[str, str]] = {"NV_PCFG": "config", "NV_PCFG1": "config1"}
+    #: Every MINION falcon register through which the host loads code or data into it: the IMEM
+    #: and DMEM ports and the DMA transfer registers (maps/gv100.toml gives the sources).
+    minion_code_load: ClassVar[tuple[str, ...]] = (
+        "NV_PMINION_FALCON_IMEM_PORTS",
+        "NV_PMINION_FALCON_DMEM_PORTS",
+        "NV_PMINION_FALCON_DMATRF",
+        "NV_PMINION_FALCON_DMATRFBASE1",
+    )
 
     def isolation_rules(self, device: Device | None) -> tuple[list[Rule], list[str], list[str]]:
         m = self.map
         pmc = m.find("NV_PMC_ENABLE")
         nvlink_bit = pmc.field("NVLINK").mask
         rules = [Rule(pmc.name, pmc.offset, pmc.size, "mask", mask=nvlink_bit, value=nvlink_bit)]
-        minion = [m.find("NV_PMINION_FALCON_IMEM_PORTS"), m.find("NV_PMINION_FALCON_DMEM_PORTS")]
+        minion = [m.find(name) for name in self.minion_code_load]
         rules += region_rules(minion, "deny")
         derived = unconfirmed(minion)
         links = m.find("NVLINK_LINK_DISABLE")
