@@ -226,7 +226,13 @@ bool mf_fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
     const struct mf_fsp_params *p = &c->spec->fsp;
     if (ch->flight == FL_IDLE)
         return true;
-    uint32_t head, tail;
+    uint32_t head, tail, mh = 0, mt = 0;
+    /* A first look reads MSGQ before the queue: a reply seen there while the packet is still
+     * queued afterwards is an earlier message's (the FSP answers a packet only after taking
+     * it); read after, it could be this packet's own, taken and answered in between. Unread,
+     * it is taken for an earlier one (failing closed: its consumption frees nothing). */
+    bool mq_read = ch->flight == FL_BUSY || (mf_fsp_dev_rd(c, p->msgq + 8ull * q, &mh) &&
+                                              mf_fsp_dev_rd(c, p->msgq + 8ull * q + 4, &mt));
     if (!mf_fsp_dev_rd(c, p->queue + 8ull * q, &head))
         return false;
     if (ch->flight == FL_BUSY) {
@@ -252,11 +258,7 @@ bool mf_fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
             ch->owed = OWED_DUE;
             ch->reply_unplaced = ch->whole;
             ch->mq_seen_mask = 0;
-            /* a reply already waiting is not this packet's, which the FSP has not taken:
-             * unreadable, it is taken for one (failing closed: its consumption frees nothing) */
-            uint32_t mh, mt;
-            ch->mq_stale = !mf_fsp_dev_rd(c, p->msgq + 8ull * q, &mh) ||
-                           !mf_fsp_dev_rd(c, p->msgq + 8ull * q + 4, &mt) || mh != mt;
+            ch->mq_stale = !mq_read || mh != mt;
             ch->last_head = base;
             return false;
         }
@@ -268,7 +270,7 @@ bool mf_fsp_queue_idle(struct mf_guard_call *c, struct fsp *s, unsigned q)
 /* Would writing the EMEM dword at `addr` change a packet the FSP may be reading? */
 bool mf_fsp_in_flight_at(struct mf_guard_call *c, struct fsp *s, uint32_t addr)
 {
-    for (unsigned q = 0; s->unsettled >> q && q < MF_FSP_PORTS; q++) {
+    for (unsigned q = 0; s->unsettled >> q && q < c->spec->fsp.channels; q++) {
         struct chan *ch = &s->chan[q];
         if (!(s->unsettled >> q & 1) || mf_fsp_queue_idle(c, s, q))
             continue;
@@ -291,7 +293,19 @@ static void fsp_access(struct mf_guard_call *c)
 {
     struct fsp *s = c->state;
     unsigned i;
-    switch (decode(&c->spec->fsp, c->offset, &i)) {
+    enum reg r = decode(&c->spec->fsp, c->offset, &i);
+    /* Ports and queues past `channels` are someone else's: on GH100 the PMU and SOE talk to
+     * the FSP through channel 4 (OGKM gh100 dev_fsp_addendum.h, FSP_EMEM_CHANNEL_PMU_SOE).
+     * Every access to them is refused, reads too: an EMEMD read steps the port, and the
+     * registers would tell the guest of the other client's traffic. */
+    if (i >= c->spec->fsp.channels) {
+        static const char *const name[] = {"EMEMC", "EMEMD", "QUEUE_HEAD", "QUEUE_TAIL",
+                                           "MSGQ_HEAD", "MSGQ_TAIL"};
+        DETAIL(c, "%s(%u): not one of the guest's %u channels", name[r], i,
+               c->spec->fsp.channels);
+        return;
+    }
+    switch (r) {
     case EMEMC:
         mf_fsp_ememc(c, s, i);
         break;
@@ -321,7 +335,7 @@ static void fsp_arm(struct mf_guard_call *c)
 {
     struct fsp *s = c->state;
     const struct mf_fsp_params *p = &c->spec->fsp;
-    for (unsigned q = 0; q < MF_FSP_PORTS; q++) {
+    for (unsigned q = 0; q < p->channels; q++) {
         struct chan *ch = &s->chan[q];
         if (mf_fsp_queue_idle(c, s, q) || ch->whole)
             continue;

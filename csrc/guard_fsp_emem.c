@@ -65,6 +65,12 @@ void mf_fsp_ememd(struct mf_guard_call *c, struct fsp *s, unsigned i)
             DETAIL(c, "EMEMD(%u) read: port out of step", i);
             return;
         }
+        /* Reads stay in the guest's channels too: past them is other clients' traffic (the
+         * PMU/SOE's channel 4 on GH100), and an unknown address could be anywhere. */
+        if (!pt->known || pt->addr >= (uint64_t)c->spec->fsp.channels * c->spec->fsp.max_packet) {
+            DETAIL(c, "EMEMD(%u) read: outside the channels", i);
+            return;
+        }
         mf_fsp_pass_read(c);
         if (c->outcome != MF_PASS)
             pt->known = false; /* a failed read may still have stepped the device's address */

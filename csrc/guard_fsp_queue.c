@@ -154,7 +154,7 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
     /* The FSP writes a reply into the channel of the message it answers. Channels of different
      * queues must therefore not overlap where a packet waits or a reply is due: else one
      * queue's reply could rewrite another queue's packet after the guard checked it. */
-    for (unsigned o = 0; o < MF_FSP_PORTS; o++) {
+    for (unsigned o = 0; o < p->channels; o++) {
         const struct chan *oc = &s->chan[o];
         if (oc->owed && (oc->reply_unplaced || (head < (uint64_t)oc->last_head + p->max_packet &&
                                                 oc->last_head < (uint64_t)tail + 4))) {
@@ -212,10 +212,6 @@ static void doorbell(struct mf_guard_call *c, struct fsp *s, unsigned q)
 void mf_fsp_queue_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is_tail)
 {
     struct chan *ch = &s->chan[q];
-    if (c->is_write && q >= c->spec->fsp.channels) {
-        DETAIL(c, "QUEUE_%s(%u): queue closed", is_tail ? "TAIL" : "HEAD", q);
-        return;
-    }
     if (!c->is_write) {
         if (is_tail && ch->held) {
             mf_fsp_emulate(c, ch->held_tail);
@@ -246,10 +242,6 @@ void mf_fsp_msgq_reg(struct mf_guard_call *c, struct fsp *s, unsigned q, bool is
 {
     const struct mf_fsp_params *p = &c->spec->fsp;
     struct chan *ch = &s->chan[q];
-    if (c->is_write && q >= p->channels) {
-        DETAIL(c, "MSGQ_%s(%u): queue closed", is_tail ? "TAIL" : "HEAD", q);
-        return;
-    }
     if (!ch->reply) {
         if (!c->is_write) {
             mf_fsp_pass_read(c);

@@ -126,6 +126,7 @@ struct fsp {
     uint32_t owe_at[MAX_CH];
     uint8_t owe_type[MAX_CH];
     int tail_armed; /* the queue whose QUEUE_TAIL write was the device's last access, or -1 */
+    bool other_started[MAX_CH]; /* another client began a packet there (op_other_client) */
     unsigned packets, messages, unanswered;
 };
 
@@ -1056,6 +1057,54 @@ static void note_unguarded_changes(struct world *w)
     }
 }
 
+/* Another client of the mailbox, on a channel the guard does not give the guest (GH100: the
+ * PMU and SOE on channel 4, OGKM gh100 dev_fsp_addendum.h), straight to the FSP: the guard
+ * sees none of it. In two steps, so that the guest can act in between: it consumes its last
+ * reply, points its own port at its channel's base and writes the MCTP header; then it writes
+ * the rest of a COT packet through that port and rings its own queue. The FSP must take the
+ * packet it meant, byte for byte (snap), and never a denied type: the guest must not reach it
+ * (move or step its port, write its EMEM, ring or consume for it). */
+static void op_other_client(struct input *in, struct world *w)
+{
+    struct fsp *s = &w->sim;
+    uint8_t b = (uint8_t)take(in, 1);
+    if (w->channels >= MAX_CH || w->unguarded)
+        return; /* no channel is someone else's; or no guard: anything goes */
+    unsigned c = w->channels + b % (MAX_CH - w->channels), n = 2 + b / 16 % 4;
+    uint32_t base = c * s->chan_bytes;
+    if (s->pending[c] || (uint64_t)base + 4 * n > s->emem_size || 4 * n > s->chan_bytes)
+        return; /* it polls its queue, as drivers do; or its channel is not in this EMEM */
+    if (!s->other_started[c]) {
+        s->mtail[c] = s->mhead[c];
+        s->ememc[c] = base | AINCW;
+        uint32_t a = port_step(s, c, AINCW);
+        put32(&s->emem[a], SOM | EOM);
+        s->by_guest[a / 4] = 0;
+        s->other_started[c] = true;
+        TRACE("    other client: queue %u's MCTP header at %#x\n", c, a);
+        return;
+    }
+    s->other_started[c] = false;
+    put32(&s->snap[c][0], SOM | EOM);
+    for (unsigned i = 1; i < n; i++) {
+        uint32_t v = i == 1 ? MSG_HDR(NVDM_COT) : 0x50C0u + i, a = port_step(s, c, AINCW);
+        put32(&s->emem[a], v);
+        put32(&s->snap[c][4 * i], v); /* what it means the FSP to take */
+        s->by_guest[a / 4] = 0;
+    }
+    s->qtail[c] = base + 4 * n - 4;
+    s->qhead[c] = base;
+    memcpy(s->db_deny[c], w->deny, sizeof w->deny);
+    memcpy(s->db_prc[c], w->prc, sizeof w->prc);
+    s->db_unguarded[c] = false;
+    s->db_head[c] = base;
+    s->db_tail[c] = base + 4 * n - 4;
+    s->pending[c] = true;
+    TRACE("    other client: doorbell on queue %u for [%#x, %#x)\n", c, base, base + 4 * n);
+    if (w->auto_take)
+        fsp_take(w, c);
+}
+
 /* The VMM restarts: a new filter, a fresh guard state, the same device. A fresh state cannot
  * know that the FSP still owes a reply (nothing in the registers says so), so the restart is
  * modelled as taking longer than the FSP's answers: owed replies are written first. */
@@ -1119,11 +1168,9 @@ static void op_liveness(struct input *in, struct world *w)
         if (s->mhead[c] != s->mtail[c] || s->qhead[c] != s->qtail[c] || s->pending[c])
             return; /* left in a state the check does not cover */
     }
-    /* a closed queue left busy (by a time without a guard) keeps EMEM closed: failing closed
-     * (docs/fsp-guard.md, a packet the guard cannot place) */
-    for (unsigned c = w->channels; c < MAX_CH; c++)
-        if (s->qhead[c] != s->qtail[c] || s->pending[c])
-            return;
+    /* the queues past `channels` are other clients' (GH100: the PMU/SOE's channel 4): the
+     * guard neither tracks them nor lets the guest near them, so whatever they hold must not
+     * keep the guest's channels closed */
     drain(w);
     uint32_t words[4] = {SOM | EOM, MSG_HDR(NVDM_COT), 0x1234, 0x5678};
     unsigned before = s->packets;
@@ -1219,6 +1266,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 op_restart(w);
             } else if (op >> 4 == 2) {
                 op_republish(w);
+            } else if (op >> 4 == 3) {
+                op_other_client(&in, w);
             } else if (op >> 4 != 1) {
                 op_raw(&in, w, true);
             } else {

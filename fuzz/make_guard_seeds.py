@@ -27,6 +27,7 @@ SMALL_EMEM = 0x10  # layout bit 4: the EMEM only as large as the channel areas
 PRC_NONE, PRC_PROFILE = b"\0", b"\1"
 # operations (guard_fuzz.c's LLVMFuzzerTestOneInput: op % 16)
 RAW_READ, RAW_WRITE = 0x01, 0x81
+OTHER_CLIENT = 0x3E  # op 14, high nibble 3: op_other_client
 SEND, MESSAGE, TAKE, REPLY, RECEIVE, SWAP, LIVENESS, RESTART, FAULT, REPUBLISH = (
     5,
     7,
@@ -93,6 +94,11 @@ def message(type_index: int, body_dwords: int, max_packet: int, *, queue: int = 
     room = min(max_packet // 4 - 1, 256)
     packets = min(-(-body_dwords // room), 8)
     return bytes([MESSAGE, queue, type_index, n, 0]) + bytes(range(1, packets + 1))
+
+
+def other_client(channel: int, *, dwords: int, channels: int = 4) -> bytes:
+    """A step of another client's send on a channel past `channels` (op_other_client)."""
+    return bytes([OTHER_CLIENT, (channel - channels) | (dwords - 2) << 4])
 
 
 def take(queue: int = 0) -> bytes:
@@ -367,6 +373,15 @@ SEEDS: dict[str, bytes] = {
     + write(MHEAD, 0, bytes([0]) + (0x0A000000).to_bytes(4, "little"))  # MSGQ_HEAD(0)
     + bytes([RESTART])  # a fresh state: queue 0 busy, a reply (it thinks) already waiting
     + liveness(0),  # the FSP answers; its reply's consumption is taken for the earlier one's
+    # another client on a channel the guest does not have (GH100's PMU/SOE on channel 4): the
+    # guest moved its port between the client's EMEMC write and its EMEMD writes
+    "regression-other-clients-port-moved": header(mode=FOUR_CHANNELS)
+    + other_client(4, dwords=4)  # EMEMC(4) = 4096 | AINCW, the MCTP header
+    + bytes([RAW_WRITE, 0x80 | 6 * 28, 0])
+    + ememc(0x100)  # EMEMC(4) = 0x100 | AINCW
+    + other_client(4, dwords=4)  # the rest through port 4, then its doorbell
+    + take(4)
+    + liveness(0),
 }
 
 #: The smallest inputs showing the guard bugs still open (fuzz/README.md has the list): none.

@@ -20,7 +20,13 @@ from .rules import Rule
 GH100_EMEMC0 = 0x8F2AC0
 GH100_QUEUE_HEAD0 = 0x8F2C00
 GH100_MSGQ_HEAD0 = 0x8F2C80
-FSP_CHANNELS = 8
+#: GH100's EMEM has eight channels (FSP_EMEM_CHANNEL_MAX, gh100 dev_fsp_addendum.h); the
+#: driver's is channel 0 (FSP_EMEM_CHANNEL_RM), gpu-admin-tools uses 1 and 2, and the PMU and
+#: SOE use channel 4 (FSP_EMEM_CHANNEL_PMU_SOE, at 4096). The guest gets 0..3 by default:
+#: never channel 4, whose packets and replies are the GPU's own.
+FSP_EMEM_CHANNELS = 8
+FSP_CHANNEL_PMU_SOE = 4
+FSP_CHANNELS = FSP_CHANNEL_PMU_SOE
 #: FSP_EMEM_CHANNEL_RM_SIZE (fsp_emem_channels.h): the largest packet the driver sends.
 FSP_MAX_PACKET = 1024
 #: NVDM types (open-gpu-kernel-modules fsp_nvdm_format.h).
@@ -110,8 +116,9 @@ class FspGuard(Guard):
     """The FSP mailbox guard. Build it with `FspGuard.at(name, ...)`, which derives the
     rule's range from the registers; `deny_types` are the NVDM types whose messages never
     reach the FSP, `deny_prc` the PRC sub-messages (packet byte 8 of an NVDM 0x13 message).
-    The guard owns the registers of all eight ports; `channels` says how many queues the guest
-    may use (channel q is EMEM [q * max_packet, (q + 1) * max_packet))."""
+    The guard owns the registers of all eight ports; `channels` says how many the guest may
+    use (channel q is EMEM [q * max_packet, (q + 1) * max_packet)); every access to the others
+    is refused. The default, 4, keeps channel 4 (the PMU's and SOE's on GH100) from the guest."""
 
     emem: int = field(default=GH100_EMEMC0, kw_only=True)
     queue: int = field(default=GH100_QUEUE_HEAD0, kw_only=True)

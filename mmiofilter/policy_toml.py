@@ -28,7 +28,7 @@
     deny_types = [0x12, "inforom"]   # optional, default [0x12] (FIRMWARE_UPDATE)
     deny_prc = ["nvlink_mask", 0x01] # optional PRC (0x13) sub-messages refused, default []
     emem = 0x8F2AC0        # optional register blocks, default GH100's; queue, msgq likewise
-    channels = 8           # optional, default 8: queues the guest may use (all 8 ports guarded)
+    channels = 4           # optional, default 4: channels the guest may use (not GH100's PMU/SOE 4)
     max_packet = 1024      # optional, default 1024: the channel size
     priority = 1           # optional, default 0
     bar = 0                # optional, default 0

@@ -220,6 +220,16 @@ def test_mask_rule_without_mask_warns(caplog: pytest.LogCaptureFixture) -> None:
         mf.Policy.from_toml(MASK0 + "mask = 2\n")
 
 
+def test_an_fsp_guard_giving_the_pmu_soe_channel_away_warns() -> None:
+    guard = '[[guard]]\nname = "fsp"\nkind = "fsp"\npriority = 1\n'
+    with pytest.warns(PolicyWarning, match=r"guard 'fsp': channels = 5 gives the guest channel 4"):
+        mf.Policy.from_toml(guard + "channels = 5\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default (4) and fewer are no warning
+        mf.Policy.from_toml(guard)
+        mf.Policy.from_toml(guard + "channels = 1\n")
+
+
 # ---- attach: the label from the device, warnings to the logger, strict -----------------------
 
 

@@ -180,7 +180,7 @@ class FspGuardModel:
         read every queue. A packet queued before the guard is in flight, and its reply due,
         unless its MCTP header (read through the queue's port, whose EMEMC is put back) says
         the message goes on (no EOM)."""
-        for q, ch in enumerate(self.queues):
+        for q, ch in enumerate(self.queues[: self.guard.channels]):
             if self._idle(q, device) or ch.whole:
                 continue
             ememc = self.guard.emem + 8 * q
@@ -245,6 +245,8 @@ class FspGuardModel:
         if width != 4 or offset % 4:
             return self._refused(width, is_write, f"{width}-byte access at +{offset % 8:#x}")
         reg, i = self._decode(offset)
+        if i >= self.guard.channels:  # someone else's (GH100: the PMU/SOE's channel 4)
+            return self._refused(4, is_write, f"{reg}({i}): not one of the guest's channels")
         if reg == "EMEMC":
             out = self._ememc(i, offset, is_write, value, device)
         elif reg == "EMEMD":
@@ -267,7 +269,10 @@ class FspGuardModel:
         ch = self.queues[q]
         if ch.flight is Flight.IDLE:
             return True
-        qreg = self.guard.queue + 8 * q
+        qreg, msgq = self.guard.queue + 8 * q, self.guard.msgq + 8 * q
+        # a first look reads MSGQ before the queue: a reply there while the packet is still
+        # queued afterwards is an earlier message's, never this packet's own
+        mq_busy = ch.flight is not Flight.BUSY and dev.read(msgq, 4) != dev.read(msgq + 4, 4)
         head = dev.read(qreg, 4)
         if ch.flight is Flight.BUSY:
             if head != ch.tail:
@@ -285,14 +290,13 @@ class FspGuardModel:
                 # more), or anywhere if the packet could not be placed
                 ch.owed, ch.seen, ch.last_head = Owed.DUE, {}, base
                 ch.reply_unplaced = not placed
-                msgq = self.guard.msgq + 8 * q
-                ch.mq_stale = dev.read(msgq, 4) != dev.read(msgq + 4, 4)
+                ch.mq_stale = mq_busy
                 return False
         ch.flight = Flight.IDLE
         return True
 
     def _in_flight_at(self, addr: int, dev: Device) -> bool:
-        for q, ch in enumerate(self.queues):
+        for q, ch in enumerate(self.queues[: self.guard.channels]):
             if not self._idle(q, dev) and (ch.whole or ch.head <= addr <= ch.tail):
                 return True
         return False
@@ -350,6 +354,8 @@ class FspGuardModel:
                 return Outcome.EMULATED, v, "refusal reply"
             if pt.out_of_step:
                 return Outcome.BLOCKED, 0, f"EMEMD({i}) read: port out of step"
+            if not pt.known or pt.addr >= self.guard.channels * self.guard.max_packet:
+                return Outcome.BLOCKED, 0, f"EMEMD({i}) read: outside the channels"
             v = dev.read(off, 4)
             if pt.known and pt.aincr:
                 self._step(pt)
@@ -377,8 +383,6 @@ class FspGuardModel:
             if ch.held is not None:
                 return Outcome.EMULATED, ch.held, ""
             return Outcome.PASS, dev.read(off, 4), ""
-        if q >= self.guard.channels:
-            return Outcome.BLOCKED, 0, f"QUEUE_TAIL({q}): queue closed"
         if not self._idle(q, dev):
             return Outcome.BLOCKED, 0, f"QUEUE_TAIL({q}): packet in flight"
         ch.held = value
@@ -401,8 +405,6 @@ class FspGuardModel:
 
     def _doorbell(self, q: int, h: int, dev: Device) -> Decision:
         g, ch = self.guard, self.queues[q]
-        if q >= g.channels:
-            return Outcome.BLOCKED, 0, f"QUEUE_HEAD({q}): queue closed"
         if not self._idle(q, dev):
             return Outcome.BLOCKED, 0, f"doorbell {q}: previous packet not taken"
         if ch.held is None:
@@ -418,7 +420,7 @@ class FspGuardModel:
             return Outcome.BLOCKED, 0, f"doorbell {q}: reply not consumed yet"
         # Check 4: clear of every reply the FSP owes, and this queue's reply area clear of
         # other queues' waiting packets.
-        for o, oc in enumerate(self.queues):
+        for o, oc in enumerate(self.queues[: g.channels]):
             if (
                 oc.owed is not Owed.NONE
                 and (oc.reply_unplaced or h < oc.last_head + g.max_packet)
@@ -512,8 +514,6 @@ class FspGuardModel:
     ) -> Decision:
         ch = self.queues[q]
         r = ch.reply
-        if is_write and q >= self.guard.channels:
-            return Outcome.BLOCKED, 0, f"MSGQ_{'TAIL' if is_tail else 'HEAD'}({q}): queue closed"
         if r is None:
             if not is_write:
                 v = dev.read(off, 4)

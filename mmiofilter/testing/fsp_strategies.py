@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from ..guards import FSP_CHANNELS, NVDM_TYPES, FspGuard
+from ..guards import FSP_EMEM_CHANNELS, NVDM_TYPES, FspGuard
 from ..simulated.fsp import AINCR, AINCW, EOM, SOM, mctp_header, message_header
 from .mailbox import CHANNEL_BYTES, Raw, Send, Step
 
@@ -157,7 +157,7 @@ def mailbox_accesses(draw: st.DrawFn, guard: FspGuard | None = None) -> Raw:
     base = {"ememc": g.emem, "ememd": g.emem + 4, "queue": g.queue, "msgq": g.msgq}[block]
     reg = base + 8 * port + (draw(st.sampled_from((0, 4))) if block in ("queue", "msgq") else 0)
     is_write = draw(st.integers(0, 3)) > 0
-    channel_at = draw(st.integers(0, FSP_CHANNELS - 1)) * CHANNEL_BYTES
+    channel_at = draw(st.integers(0, FSP_EMEM_CHANNELS - 1)) * CHANNEL_BYTES
     if block == "ememc":
         value = channel_at + 4 * draw(st.integers(0, 255))
         value |= draw(st.sampled_from((AINCW, AINCR, 0, AINCW | AINCR, 1 << 31, 1)))
