@@ -8,7 +8,8 @@
  * accesses to the mailbox registers (any width, sometimes misaligned, values drawn from the
  * protocol's interesting ones), the driver's whole send and receive sequences, the FSP taking
  * packets and replying (at once or later), policy swaps, a retired table published again,
- * filter restarts and device faults. Every access goes through mf_access() over a callback
+ * filter restarts, device faults, and another client of the mailbox (GH100's PMU/SOE) on a
+ * channel the guest does not have. Every access goes through mf_access() over a callback
  * backend: a simulated FSP written here from docs/fsp-guard.md and mmiofilter/simulated/fsp.py
  * (SimFsp), sharing no code with the guard, modelling what the hardware is documented to do:
  * eight ports on one EMEM that wraps at its size, eight queues, a packet read from its
@@ -1094,8 +1095,9 @@ static void op_other_client(struct input *in, struct world *w)
     }
     s->qtail[c] = base + 4 * n - 4;
     s->qhead[c] = base;
-    memcpy(s->db_deny[c], w->deny, sizeof w->deny);
-    memcpy(s->db_prc[c], w->prc, sizeof w->prc);
+    /* the guest's policy is not the other client's: what it sends is the GPU's own */
+    memset(s->db_deny[c], 0, sizeof s->db_deny[c]);
+    memset(s->db_prc[c], 0, sizeof s->db_prc[c]);
     s->db_unguarded[c] = false;
     s->db_head[c] = base;
     s->db_tail[c] = base + 4 * n - 4;
