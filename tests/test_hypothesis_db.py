@@ -187,6 +187,21 @@ def test_campaign_profile_scales_each_test_and_state_machine(tmp_path: Path) -> 
     assert counts["campaign"] == (35, 15), counts
 
 
+def test_a_scaled_state_machine_keeps_its_health_checks_quiet() -> None:
+    # a scaled state machine's smallest run is long: the FSP guard's stopped the campaign at
+    # once on `large_base_example` (MF_HYPOTHESIS_SCALE=20) before its own checks were kept
+    from hypothesis import HealthCheck, settings
+
+    from mmiofilter.testing.hypothesis_profiles import _scaled
+
+    own = settings(suppress_health_check=[HealthCheck.filter_too_much], stateful_step_count=50)
+    scaled = _scaled(own, 20)
+    assert scaled.stateful_step_count > 50 and scaled.max_examples == own.max_examples * 20
+    assert {HealthCheck.filter_too_much, HealthCheck.large_base_example} <= set(
+        scaled.suppress_health_check
+    )
+
+
 def test_database_from_env(tmp_path: Path) -> None:
     assert database_from_env({}) is UNSET
     assert database_from_env({"MF_HYPOTHESIS_DB": "none"}) is None
