@@ -1073,8 +1073,10 @@ static void op_other_client(struct input *in, struct world *w)
         return; /* no channel is someone else's; or no guard: anything goes */
     unsigned c = w->channels + b % (MAX_CH - w->channels), n = 2 + b / 16 % 4;
     uint32_t base = c * s->chan_bytes;
-    if (s->pending[c] || (uint64_t)base + 4 * n > s->emem_size || 4 * n > s->chan_bytes)
-        return; /* it polls its queue, as drivers do; or its channel is not in this EMEM */
+    if (s->pending[c] || s->owe[c] || (uint64_t)base + 4 * n > s->emem_size ||
+        4 * n > s->chan_bytes)
+        return; /* it waits for its queue and its reply, as drivers do; or its channel is not
+                 * in this EMEM */
     if (!s->other_started[c]) {
         s->mtail[c] = s->mhead[c];
         s->ememc[c] = base | AINCW;
