@@ -939,12 +939,15 @@ static void answer_all(struct world *w)
  * may rewrite them, or their denied type, unseen: the admin's choice). */
 static void drop_guard(struct world *w)
 {
-    for (unsigned c = 0; c < MAX_CH; c++)
+    for (unsigned c = 0; c < MAX_CH; c++) {
+        /* another client's send in progress may be disturbed from here: it starts over */
+        w->sim.other_started[c] = false;
         if (w->sim.pending[c]) {
             w->sim.db_unguarded[c] = true;
             memset(w->sim.db_deny[c], 0, 32);
             memset(w->sim.db_prc[c], 0, 32);
         }
+    }
     w->sim.tail_armed = -1;
 }
 
