@@ -293,7 +293,8 @@ def test_gh100_config_mirror_and_fsp_guard(mirror: str) -> None:
         assert not any("FSP" in w for w in resolved.warnings)
         mirrored = int.from_bytes(config.data[0:4], "little")
         assert f.read(0x92000, 4) == (mirrored if mirror == "virtualize" else 0xFFFFFFFF)
-        assert f.read(0x8F0000, 4) == 0  # the FSP range outside the mailbox: audited
+        assert f.read(0x8F0000, 4) == 0  # the FSP range outside the mailbox: readonly
+        assert f.write(0x8F0100, 4, 0x8) is mf.Outcome.BLOCKED  # FSP CPUCTL: a halt refused
         assert f.write(0x8F2C00, 4, 0) is mf.Outcome.BLOCKED  # a doorbell with no packet
         events = f.drain_events()
         expected = ["NV_PFSP", "NV_PFSP_MAILBOX_GUARD"]
@@ -301,3 +302,64 @@ def test_gh100_config_mirror_and_fsp_guard(mirror: str) -> None:
         assert "no packet" in events[-1].detail
         assert any(r.name.startswith("ioctrl@") for r in f.policy.rules)
         del f  # the filter holds the mapping; it goes before the memfd does
+
+
+# The FSP falcon's own registers around the mailbox (GH100 dev_fsp_pri.h names
+# FALCON_COMMON_SCRATCH_GROUP_2 at 0x8F0320; gpu-admin-tools FspFalcon puts CPUCTL at 0x8F0100,
+# so IMEMC at 0x8F0180 and DMEMC at 0x8F01C0 in the generic falcon layout). No public driver
+# writes them (mmiofilter/devices/maps/gh100.toml, NV_PFSP), so the guest may read, not write.
+FSP_END = 0x8F4000
+FSP_MAILBOX = [(0x8F2AC0, 0x8F2B00), (0x8F2C00, 0x8F2C40), (0x8F2C80, 0x8F2CC0)]
+FSP_FALCON = [
+    ("CPUCTL: halt or start the FSP", 0x8F0100),
+    ("IMEMC: an IMEM port for code", 0x8F0180),
+    ("DMEMC: a DMEM port for data", 0x8F01C0),
+    ("FALCON_COMMON_SCRATCH_GROUP_2(0): the FSP's boot status", 0x8F0320),
+    ("FALCON_COMMON_SCRATCH_GROUP_2(3)", 0x8F032C),
+    ("between the EMEM ports and the queues", 0x8F2B00),
+    ("the last dword of NV_PFSP", 0x8F3FFC),
+]
+
+
+@pytest.mark.parametrize(("what", "reg"), FSP_FALCON, ids=[a[0] for a in FSP_FALCON])
+def test_gh100_fsp_falcon_registers_are_readonly(what: str, reg: int) -> None:
+    with simulated_bar0("gh100", [(IOCTRL, 0x100000)]) as bar:
+        bar.buf[reg : reg + 4] = (0x1234ABCD).to_bytes(4, "little")
+        pf = load_policy_file('profile = "nvidia-gh100"\n[options]\nconfig_mirror = "deny"\n')
+        f, _ = attach(pf, mf.MemoryBackend(bar.buf), bar.size, ring_capacity=1 << 12)
+        try:
+            before = bytes(bar.buf[reg - 8 : reg + 12])
+            tried = 0
+            for off, w in attempts(reg, reg + 4, bar.size):
+                if off + w > FSP_END or any(off < e and s < off + w for s, e in FSP_MAILBOX):
+                    continue  # wholly inside the readonly part: the mailbox is the guard's
+                for value in (0, (1 << (8 * w)) - 1):
+                    res = f.access(off, w, True, value)
+                    assert res.outcome is mf.Outcome.BLOCKED, (hex(off), w)
+                    (event,) = f.drain_events()
+                    assert (event.rule, event.offset) == ("NV_PFSP", off), (hex(off), w)
+                    assert event.outcome is mf.Outcome.BLOCKED and event.is_write
+                    tried += 1
+            assert tried >= 2 * 4 * len(WIDTHS), what
+            assert bytes(bar.buf[reg - 8 : reg + 12]) == before, what
+            assert f.read(reg, 4) == 0x1234ABCD  # reads pass (RM reads SCRATCH_GROUP_2)
+            assert f.drain_events() == []  # and are not recorded
+        finally:
+            del f  # the filter holds the mapping; it goes before the memfd does
+
+
+def test_gh100_fsp_mailbox_stays_the_guards() -> None:
+    """The readonly range around it takes no mailbox register from the guard: the driver's
+    EMEMC and EMEMD writes pass (open-gpu-kernel-modules _kfspConfigEmemc_GH100,
+    _kfspWriteToEmem_GH100; nouveau gp102_flcn_emem_pio)."""
+    with simulated_bar0("gh100", [(IOCTRL, 0x100000)]) as bar:
+        pf = load_policy_file('profile = "nvidia-gh100"\n[options]\nconfig_mirror = "deny"\n')
+        f, _ = attach(pf, mf.MemoryBackend(bar.buf), bar.size)
+        try:
+            owner = {r.name: r.action for r in f.policy.rules}
+            assert owner["NV_PFSP"] == "readonly" and owner["NV_PFSP_MAILBOX_GUARD"] == "guard"
+            assert f.write(0x8F2AC0, 4, 1 << 24) is mf.Outcome.PASS  # EMEMC(0), AINCW
+            assert f.write(0x8F2AC4, 4, 0x12345678) is mf.Outcome.PASS  # EMEMD(0)
+            assert f.drain_events() == []
+        finally:
+            del f

@@ -49,7 +49,8 @@ from .regmap import Region, RegisterMap, load_map
 
 #: Unit rules outrank the mask rules inside the same unit (contract §2: higher priority wins).
 UNIT_PRIORITY = 1
-#: The FSP guard outranks the audit rule over the whole FSP range it sits in.
+#: The FSP guard outranks the readonly rule over the whole FSP range it sits in (on a tie
+#: readonly would own the mailbox bytes: docs/contract-details.md item 1).
 GUARD_PRIORITY = 1
 
 NVLINK = Option("nvlink", ("isolate", "allow"), "isolate", "keep NVLink isolation in place")
@@ -319,8 +320,14 @@ class Gh100Profile(NvidiaProfile):
     family = "gh100"
     options = (NVLINK, FIRMWARE, PERSISTENT, FSP_DENY, CONFIG_MIRROR)
     mirror_targets: ClassVar[Mapping[str, str]] = {"NV_EP_PCFGM": "config"}
-    #: The FSP range is audited; the guard inside it decides the mailbox.
-    firmware_action = "audit"
+    #: The FSP range is readonly to the guest; the guard inside it decides the mailbox. No
+    #: public driver writes NV_PFSP outside the mailbox (open-gpu-kernel-modules
+    #: kern_fsp_gh100.c and kern_fsp.c, nouveau nvkm/subdev/fsp/gh100.c and falcon/gp102.c
+    #: write only EMEMC/EMEMD, QUEUE_HEAD/TAIL and MSGQ_HEAD/TAIL; RM reads
+    #: FALCON_COMMON_SCRATCH_GROUP_2 on a failed boot), and kfspSecureReset_IMPL says the CPU
+    #: may not reset the FSP. A write to the FSP falcon's own registers (CPUCTL, IMEM/DMEM
+    #: ports, DMA) could halt it or load it: refused, and recorded as a refused write.
+    firmware_action = "readonly"
 
     def guard(self, choices: Mapping[str, str]) -> list[Rule]:
         """The FSP guard on the map's mailbox registers, refusing the denied NVDM types and
