@@ -152,7 +152,7 @@ static int do_read(struct mf_filter *f, struct mf_table *t, const struct mf_acce
         const struct mf_action_row *a = mf_action(p->action[k]);
         pass |= (unsigned)a->read_passes << k;
         tgt |= (unsigned)a->redirected << k;
-        emul |= (unsigned)(a->read_hidden && a->read_value) << k;
+        emul |= (unsigned)(!a->read_passes && a->read_value) << k;
         audit |= (unsigned)a->read_recorded << k;
     }
     /* the answer for bytes that do not pass: the rule's value or the fill */

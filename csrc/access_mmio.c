@@ -12,20 +12,6 @@
 #include "chunk.h"
 #include "internal.h"
 
-static uint64_t load_le(const uint8_t *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < n; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-static void store_le(uint8_t *p, unsigned n, uint64_t v)
-{
-    for (unsigned i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* The outcome of a fragment from those of its pieces: theirs when they agree; MASKED when each
  * passed, some with bits forced; PARTIAL otherwise (some bytes reached the device, or some
  * were answered differently from others). */
@@ -59,7 +45,7 @@ int mf_access_mmio(struct mf_filter *f, uint64_t offset, unsigned len, int is_wr
         rc = MF_ERANGE;
         goto out;
     }
-    uint64_t in = is_write ? load_le(data, len) : 0;
+    uint64_t in = is_write ? mf_load_le(data, len) : 0;
     bool whole = len == 1 || len == 2 || len == 4 || len == 8; /* the guest's own width */
     for (unsigned k = 0; k < len;) {
         unsigned cw = whole ? len : mf_chunk_width(offset + k, offset + len);
@@ -70,7 +56,7 @@ int mf_access_mmio(struct mf_filter *f, uint64_t offset, unsigned len, int is_wr
         res->value |= (r.value & lane) << (8 * k);
         res->outcome = k ? merge_outcome(res->outcome, r.outcome) : r.outcome;
         if (!is_write)
-            store_le(data + k, cw, r.value);
+            mf_store_le(data + k, cw, r.value);
         if (rc != MF_OK)
             break; /* a device error: the pieces before it were done, the rest are not */
         k += cw;

@@ -22,8 +22,7 @@ struct mf_action_row {
      * byte. Ranks are distinct. */
     uint8_t rank;
     /* Read of the byte: */
-    bool read_passes;   /* the device is read and its byte returned as-is */
-    bool read_hidden;   /* the guest's byte does not come from the device as-is */
+    bool read_passes;   /* the device is read and its byte returned as-is; else it is hidden */
     bool read_value;    /* a hidden byte is the rule's value byte (else the fill) */
     bool read_recorded; /* an access touching the byte is an event even when it passes */
     /* Write of the byte: */
@@ -44,13 +43,11 @@ static const struct mf_action_row mf_action_rows[] = {
                   .write_recorded = true},
     [MF_READONLY] = {.name = "readonly", .rank = 3, .read_passes = true, .write_blocked = true},
     [MF_MASK] = {.name = "mask", .rank = 4, .read_passes = true, .write_forced = true},
-    [MF_EMULATE] = {.name = "emulate", .rank = 6, .read_hidden = true, .read_value = true,
-                    .write_blocked = true},
-    [MF_DENY] = {.name = "deny", .rank = 7, .read_hidden = true, .write_blocked = true},
-    [MF_GUARD] = {.name = "guard", .rank = 2, .read_hidden = true, .read_recorded = true,
-                  .write_blocked = true, .write_recorded = true, .guarded = true},
-    [MF_REDIRECT] = {.name = "redirect", .rank = 5, .read_hidden = true, .write_blocked = true,
-                     .redirected = true},
+    [MF_EMULATE] = {.name = "emulate", .rank = 6, .read_value = true, .write_blocked = true},
+    [MF_DENY] = {.name = "deny", .rank = 7, .write_blocked = true},
+    [MF_GUARD] = {.name = "guard", .rank = 2, .read_recorded = true, .write_blocked = true,
+                  .write_recorded = true, .guarded = true},
+    [MF_REDIRECT] = {.name = "redirect", .rank = 5, .write_blocked = true, .redirected = true},
 };
 _Static_assert(sizeof mf_action_rows / sizeof mf_action_rows[0] == MF_NUM_ACTIONS,
                "one row per enum mf_action");
@@ -65,16 +62,15 @@ static inline const struct mf_action_row *mf_action(uint8_t action)
 static inline bool mf_action_direct(uint8_t action)
 {
     const struct mf_action_row *a = mf_action(action);
-    return a->read_passes && !a->read_hidden && !a->read_recorded && !a->write_blocked &&
-           !a->write_forced && !a->write_recorded && !a->redirected && !a->guarded;
+    return a->read_passes && !a->read_recorded && !a->write_blocked && !a->write_forced &&
+           !a->write_recorded && !a->redirected && !a->guarded;
 }
 
 /* A byte whose reads need no filter (writes still do): what a read-only mapping may expose. */
 static inline bool mf_action_read_direct(uint8_t action)
 {
     const struct mf_action_row *a = mf_action(action);
-    return a->read_passes && !a->read_hidden && !a->read_recorded && !a->redirected &&
-           !a->guarded;
+    return a->read_passes && !a->read_recorded && !a->redirected && !a->guarded;
 }
 
 #endif /* MF_ACTIONS_H */

@@ -138,6 +138,22 @@ static inline uint64_t mf_fill_value(uint8_t fill, unsigned width)
     return v;
 }
 
+/* The first n (at most 8) bytes at p as a little-endian value, and back: how KVM's
+ * run->mmio.data and a pread buffer hold an access's value. */
+static inline uint64_t mf_load_le(const uint8_t *p, unsigned n)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < n && i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void mf_store_le(uint8_t *p, unsigned n, uint64_t v)
+{
+    for (unsigned i = 0; i < n && i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
 /* Layout: fills the table's page layout fields (layout.c). */
 int mf_layout_compute(struct mf_table *t);
 

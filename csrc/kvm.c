@@ -126,20 +126,6 @@ int mf_kvm_get_rip(int vcpu_fd, uint64_t *rip)
     return 0;
 }
 
-static uint64_t load_le(const uint8_t *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < n && i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-static void store_le(uint8_t *p, unsigned n, uint64_t v)
-{
-    for (unsigned i = 0; i < n && i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static const struct mf_kvm_window *window_of(const struct mf_kvm_window *w, size_t n,
                                              uint64_t gpa, unsigned len)
 {
@@ -220,7 +206,7 @@ int mf_kvm_mmio(struct mf_filter *f, uint64_t offset, struct mf_kvm_exit *ex, vo
     uint8_t data[8] = {0};
     unsigned len = ex->size;
     if (ex->is_write)
-        store_le(data, len, ex->value);
+        mf_store_le(data, len, ex->value);
     bool joined = (ex->flags & MF_KVM_JOINED) != 0;
     bool continued = (ex->flags & MF_KVM_CONTINUED) != 0;
     uint64_t from = joined ? next_seq(f) : ex->note_from;
@@ -237,23 +223,23 @@ int mf_kvm_mmio(struct mf_filter *f, uint64_t offset, struct mf_kvm_exit *ex, vo
         note_events(f, from, offset - ex->first, offset + len, false, why);
     }
     if (rc == MF_OK && !ex->is_write && run)
-        store_le(((struct kvm_run *)run)->mmio.data, len, res->value);
+        mf_store_le(((struct kvm_run *)run)->mmio.data, len, res->value);
     return rc;
 }
 
-/* One MMIO access the loop answers: in C when a window covers it (true), else described in
- * `ex` for the caller (false). A filter's failure is described in `ex` too (false). */
-static bool answer(const struct mf_kvm_window *windows, size_t n, struct kvm_run *run,
-                   struct mf_kvm_stats *stats, struct mf_kvm_exit *ex)
+/* One MMIO access the loop answers: in C when its window `w` (window_of(), NULL for none)
+ * covers it (true), else described in `ex` for the caller (false). A filter's failure is
+ * described in `ex` too (false). */
+static bool answer(const struct mf_kvm_window *w, struct kvm_run *run, struct mf_kvm_stats *stats,
+                   struct mf_kvm_exit *ex)
 {
-    const struct mf_kvm_window *w = window_of(windows, n, ex->address, ex->size);
     if (!w || ex->size < 1 || ex->size > 8) {
         ex->kind = MF_KVM_MMIO;
         return false;
     }
     if (!w->filter) { /* the floor: no decision at all */
         if (!ex->is_write)
-            store_le(run->mmio.data, ex->size, w->constant);
+            mf_store_le(run->mmio.data, ex->size, w->constant);
         stats->mmio_handled++;
         return true;
     }
@@ -274,7 +260,7 @@ static void describe_mmio(const struct kvm_run *run, struct mf_kvm_exit *ex)
     ex->address = run->mmio.phys_addr;
     ex->size = run->mmio.len;
     ex->is_write = run->mmio.is_write;
-    ex->value = run->mmio.is_write ? load_le(run->mmio.data, run->mmio.len) : 0;
+    ex->value = run->mmio.is_write ? mf_load_le(run->mmio.data, run->mmio.len) : 0;
     ex->first = ex->size;
     ex->flags = 0;
 }
@@ -335,7 +321,8 @@ int mf_kvm_run(int vcpu_fd, void *run_area, const struct mf_kvm_window *windows,
                 reading = false;
                 if (holding) {
                     holding = false;
-                    if (!answer(windows, nwindows, run, stats, &held)) {
+                    if (!answer(window_of(windows, nwindows, held.address, held.size), run, stats,
+                                &held)) {
                         *ex = held;
                         return ex->kind == MF_KVM_FILTER ? ex->error : 0;
                     }
@@ -357,24 +344,23 @@ int mf_kvm_run(int vcpu_fd, void *run_area, const struct mf_kvm_window *windows,
         if (holding) {
             holding = false;
             unsigned total = held.size + (mmio ? run->mmio.len : 0);
+            const struct mf_kvm_window *hw = window_of(windows, nwindows, held.address, held.size);
             if (mmio && run->mmio.is_write && run->mmio.phys_addr == held.address + held.size &&
-                total <= 8 &&
-                window_of(windows, nwindows, held.address, held.size) ==
-                    window_of(windows, nwindows, held.address, total)) {
+                total <= 8 && hw == window_of(windows, nwindows, held.address, total)) {
                 /* the continuation: the pair is the guest's access */
                 uint8_t data[8] = {0};
-                store_le(data, held.size, held.value);
+                mf_store_le(data, held.size, held.value);
                 memcpy(data + held.size, run->mmio.data, run->mmio.len);
                 held.size = total;
-                held.value = load_le(data, total);
+                held.value = mf_load_le(data, total);
                 held.flags = MF_KVM_JOINED;
-                if (answer(windows, nwindows, run, stats, &held))
+                if (answer(hw, run, stats, &held))
                     continue;
                 *ex = held;
                 return ex->kind == MF_KVM_FILTER ? ex->error : 0;
             }
             /* not a continuation: the held piece was an access of its own */
-            if (!answer(windows, nwindows, run, stats, &held)) {
+            if (!answer(hw, run, stats, &held)) {
                 *ex = held;
                 if (ex->kind == MF_KVM_FILTER)
                     return ex->error;
@@ -389,7 +375,7 @@ int mf_kvm_run(int vcpu_fd, void *run_area, const struct mf_kvm_window *windows,
                 ex->flags = MF_KVM_CONTINUED;
                 ex->first = piece.size;
                 ex->note_from = piece.note_from;
-                if (!answer(windows, nwindows, run, stats, ex))
+                if (!answer(window_of(windows, nwindows, ex->address, ex->size), run, stats, ex))
                     return ex->kind == MF_KVM_FILTER ? ex->error : 0;
                 memset(ex, 0, sizeof *ex);
                 continue;
@@ -410,7 +396,7 @@ int mf_kvm_run(int vcpu_fd, void *run_area, const struct mf_kvm_window *windows,
                 memset(ex, 0, sizeof *ex);
                 continue;
             }
-            if (!answer(windows, nwindows, run, stats, ex))
+            if (!answer(w, run, stats, ex))
                 return ex->kind == MF_KVM_FILTER ? ex->error : 0;
             if (!ex->is_write && w && w->filter && ends_page(ex->address, ex->size)) {
                 piece = *ex; /* does it continue? (the probe tells) */
@@ -426,7 +412,7 @@ int mf_kvm_run(int vcpu_fd, void *run_area, const struct mf_kvm_window *windows,
             ex->is_write = run->io.direction == KVM_EXIT_IO_OUT;
             /* one datum: string I/O (count > 1) is not something our guests do */
             ex->value = ex->is_write
-                            ? load_le((uint8_t *)run + run->io.data_offset, run->io.size)
+                            ? mf_load_le((uint8_t *)run + run->io.data_offset, run->io.size)
                             : 0;
             return 0;
         case KVM_EXIT_HLT:
@@ -453,9 +439,9 @@ void mf_kvm_complete(void *run_area, uint64_t value)
 {
     struct kvm_run *run = run_area;
     if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_IN)
-        store_le((uint8_t *)run + run->io.data_offset, run->io.size, value);
+        mf_store_le((uint8_t *)run + run->io.data_offset, run->io.size, value);
     else if (run->exit_reason == KVM_EXIT_MMIO && !run->mmio.is_write)
-        store_le(run->mmio.data, run->mmio.len, value);
+        mf_store_le(run->mmio.data, run->mmio.len, value);
 }
 
 void mf_kvm_pause(void *run_area)
