@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 
 class AccessError(ValueError):
     """An access that is not valid for the BAR: bad width, offset, or value.
@@ -18,10 +20,16 @@ class BackendError(OSError):
     """The backend failed to reach the device (short pread, callback raised, ...)."""
 
 
+def is_int(v: object) -> TypeGuard[int]:
+    """An integer and not a bool: bool is an int in Python, and `start = true` in a policy
+    file is a mistake, not 1."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def shown(value: object, limit: int = 60) -> str:
     """A value for an error message, safe for anything a hostile file can hold: an integer of
     thousands of digits cannot even be printed in decimal (Python's int_max_str_digits)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 64:
+    if is_int(value) and abs(value) >= 1 << 64:
         return f"<an integer of {value.bit_length()} bits>"
     try:
         text = repr(value)

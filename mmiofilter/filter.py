@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from . import _binding as cb
 from ._core import ffi, lib
 from .backends import Backend
-from .errors import AccessError, BackendError, PolicyError
+from .errors import AccessError, BackendError, PolicyError, is_int
 from .guards import Guard
 from .layout import Layout
 from .results import Event, Outcome, Result
@@ -25,10 +25,6 @@ from .rules import Policy, Rule
 DEFAULT_RING_CAPACITY = 1024
 _WIDTHS = cb.WIDTHS
 _OUTCOME = cb.OUTCOME_BY_CODE
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _guard_spec(g: Guard) -> Any:
@@ -121,7 +117,7 @@ class BarFilter:
             ("bar", bar, f"a BAR index 0..{cb.NUM_BARS - 1}"),
             ("ring_capacity", ring_capacity, f"an integer in 1..{cb.RING_MAX}"),
         ):
-            if not _is_int(v):
+            if not is_int(v):
                 raise ValueError(f"{what} {v!r} is not {want}")
         if not isinstance(backend, Backend):
             raise TypeError(f"expected a backend, not {type(backend).__name__}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ._core import ffi, lib
-from .errors import PolicyError, shown
+from .errors import PolicyError, is_int, shown
 from .rules import Rule
 
 #: NV_PFSP registers of GH100 (open-gpu-kernel-modules, hopper/gh100/dev_fsp_pri.h).
@@ -66,10 +66,6 @@ _PORTS = int(lib.MF_FSP_PORTS)
 _EMEM_BYTES = int(lib.MF_FSP_EMEM_BYTES)
 #: The smallest FSP reply: MCTP and message headers, taskId, commandNvdmType, errorCode.
 _REPLY_BYTES = 20
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _named_byte(v: object, names: Mapping[str, int], what: str) -> int:
@@ -147,9 +143,9 @@ class FspGuard(Guard):
     ) -> FspGuard:
         where = f"guard {name!r}"
         for fname, v in (("emem", emem), ("queue", queue), ("msgq", msgq)):
-            if not _is_int(v) or v < 0 or v % 4:
+            if not is_int(v) or v < 0 or v % 4:
                 raise PolicyError(f"{where}: {fname} must be a 4-aligned offset, not {shown(v)}")
-        if not _is_int(channels) or not 1 <= channels <= _MAX_CHANNELS:
+        if not is_int(channels) or not 1 <= channels <= _MAX_CHANNELS:
             raise PolicyError(
                 f"{where}: channels must be 1..{_MAX_CHANNELS}, not {shown(channels)}"
             )
@@ -186,7 +182,7 @@ class FspGuard(Guard):
     def __post_init__(self) -> None:
         super().__post_init__()
         where = f"guard {self.name!r}"
-        if not _is_int(self.max_packet) or not (
+        if not is_int(self.max_packet) or not (
             _REPLY_BYTES <= self.max_packet <= _EMEM_BYTES and self.max_packet % 4 == 0
         ):
             raise PolicyError(
@@ -194,7 +190,7 @@ class FspGuard(Guard):
                 "(a channel holds a packet and the FSP's reply), "
                 f"not {shown(self.max_packet)}"
             )
-        if not _is_int(self.channels) or not 1 <= self.channels <= _MAX_CHANNELS:
+        if not is_int(self.channels) or not 1 <= self.channels <= _MAX_CHANNELS:
             raise PolicyError(
                 f"{where}: channels must be 1..{_MAX_CHANNELS}, not {shown(self.channels)}"
             )
@@ -214,7 +210,7 @@ class FspGuard(Guard):
             )
         for name, values in (("deny_types", self.deny_types), ("deny_prc", self.deny_prc)):
             if not isinstance(values, frozenset) or not all(
-                _is_int(t) and 0 <= t <= 0xFF for t in values
+                is_int(t) and 0 <= t <= 0xFF for t in values
             ):
                 raise PolicyError(f"{where}: {name} must be a frozenset of 0..255")
 

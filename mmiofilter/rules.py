@@ -7,11 +7,11 @@ policy that is silently reinterpreted is a protection silently weakened.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from . import _binding as cb
-from .errors import PolicyError, shown
+from .errors import PolicyError, is_int, shown
 from .lint import warn_inert
 
 #: A rule's actions, from the least to the most restrictive: the tie-break order of
@@ -24,11 +24,6 @@ NUM_BARS: int = cb.NUM_BARS
 MAX_NAME_BYTES: int = cb.NAME_MAX_BYTES
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 U64_MAX = 2**64 - 1
-
-
-def _is_int(v: object) -> bool:
-    # bool is an int in Python; `start = true` in a policy file is a mistake, not 1.
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True, repr=False)
@@ -63,7 +58,7 @@ class Rule:
             raise PolicyError(f"rule {shown(self.name)}: name must be a string without NUL")
         where = f"rule {self.name!r}"
         for fname in ("start", "size", "value", "mask", "priority", "bar", "target_offset"):
-            if not _is_int(getattr(self, fname)):
+            if not is_int(getattr(self, fname)):
                 raise PolicyError(
                     f"{where}: {fname} must be an integer, not {shown(getattr(self, fname))}"
                 )
@@ -107,16 +102,9 @@ class Rule:
     def __repr__(self) -> str:
         # as it would be written: the keyword fields only where they differ from the default
         extra = "".join(
-            f", {f}={getattr(self, f)!r}"
-            for f, default in (
-                ("value", 0),
-                ("mask", 0),
-                ("priority", 0),
-                ("bar", 0),
-                ("target", ""),
-                ("target_offset", 0),
-            )
-            if getattr(self, f) != default
+            f", {f.name}={getattr(self, f.name)!r}"
+            for f in fields(Rule)
+            if f.kw_only and getattr(self, f.name) != f.default
         )
         return f"Rule({self.name!r}, {self.start:#x}, {self.size:#x}, {self.action!r}{extra})"
 
@@ -160,7 +148,7 @@ class Policy:
                 # audit trail ambiguous.
                 raise PolicyError(f"rule {r.name!r}: name is used by more than one rule")
             names.add(r.name)
-        if not _is_int(fill) or not 0 <= fill <= 0xFF:
+        if not is_int(fill) or not 0 <= fill <= 0xFF:
             raise PolicyError(f"policy: fill must be a byte 0..255, not {shown(fill)}")
         if partial not in PARTIAL_MODES:
             raise PolicyError(

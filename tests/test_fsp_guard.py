@@ -11,7 +11,6 @@ import pytest
 
 import mmiofilter as mf
 from mmiofilter.devices import load_policy_file
-from mmiofilter.guards import GH100_EMEMC0, GH100_MSGQ_HEAD0, GH100_QUEUE_HEAD0
 from mmiofilter.simulated.fsp import (
     AINCR,
     AINCW,
@@ -24,17 +23,9 @@ from mmiofilter.simulated.fsp import (
     packets_of,
 )
 
-BAR = 16 << 20
-FW, COT, PRC, INFOROM = 0x12, 0x14, 0x13, 0x17
-EMEMC, EMEMD = GH100_EMEMC0, GH100_EMEMC0 + 4
-QHEAD, QTAIL = GH100_QUEUE_HEAD0, GH100_QUEUE_HEAD0 + 4
-MHEAD = GH100_MSGQ_HEAD0
+from .fsp_helpers import BAR, COT, EMEMC, EMEMD, FW, MHEAD, PRC, QHEAD, QTAIL, guarded
 
-
-def guarded(fsp: SimFsp, **kw: object) -> mf.BarFilter:
-    guard = mf.FspGuard.at("fsp", priority=1, **kw)  # type: ignore[arg-type]
-    audit = mf.Rule("fsp-range", 0x8F0000, 0x4000, "audit")
-    return mf.BarFilter(BAR, mf.Policy([audit, guard]), fsp.backend(), page_size=4096)
+INFOROM = 0x17
 
 
 def payload(n: int, seed: int = 1) -> bytes:

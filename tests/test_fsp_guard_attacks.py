@@ -10,14 +10,8 @@ import pytest
 from mmiofilter._core import ffi, lib
 
 import mmiofilter as mf
-from mmiofilter.devices import load_policy_file
 from mmiofilter.filter import _Table
-from mmiofilter.guards import (
-    GH100_EMEMC0,
-    GH100_MSGQ_HEAD0,
-    GH100_QUEUE_HEAD0,
-    PRC_SUBMESSAGES,
-)
+from mmiofilter.guards import PRC_SUBMESSAGES
 from mmiofilter.simulated.fsp import (
     AINCW,
     ERR_NOT_SUPPORTED,
@@ -30,52 +24,25 @@ from mmiofilter.simulated.fsp import (
     packets_of,
 )
 
-BAR = 16 << 20
-FW, PRC, COT = 0x12, 0x13, 0x14
-EMEMC, EMEMD = GH100_EMEMC0, GH100_EMEMC0 + 4
-QHEAD, QTAIL = GH100_QUEUE_HEAD0, GH100_QUEUE_HEAD0 + 4
-MHEAD = GH100_MSGQ_HEAD0
-AUDIT = mf.Rule("fsp-range", 0x8F0000, 0x4000, "audit")
-ONE_SHOT, KNOB, PERSISTENT = 0x1, 0x2, 0x3
-
-
-def guarded(fsp: SimFsp, **kw: object) -> mf.BarFilter:
-    guard = mf.FspGuard.at("fsp", priority=1, **kw)  # type: ignore[arg-type]
-    return mf.BarFilter(BAR, mf.Policy([AUDIT, guard]), fsp.backend(), page_size=4096)
-
-
-def gh100(fsp: SimFsp, options: str = "") -> mf.BarFilter:
-    """The GH100 profile's policy (defaults: nvlink isolate, persistent_settings deny)."""
-    policy = load_policy_file(f'profile = "nvidia-gh100"\n[options]\n{options}\n').resolve(None)[0]
-    config = mf.MemoryBackend(bytearray(4096))  # the VMM's config space: the mirror's target
-    return mf.BarFilter(BAR, policy, fsp.backend(), page_size=4096, targets={"config": config})
-
-
-def words_of(packet: bytes) -> list[int]:
-    padded = packet + bytes(-len(packet) % 4)
-    return [int.from_bytes(padded[i : i + 4], "little") for i in range(0, len(padded), 4)]
-
-
-def write_words(f: mf.BarFilter, port: int, at: int, words: list[int]) -> None:
-    f.write(EMEMC + 8 * port, 4, at | AINCW)
-    for w in words:
-        f.write(EMEMD + 8 * port, 4, w)
-
-
-def ring(f: mf.BarFilter, queue: int, head: int, tail: int) -> None:
-    f.write(QTAIL + 8 * queue, 4, tail)
-    f.write(QHEAD + 8 * queue, 4, head)
-
-
-def firmware_update_taken(fsp: SimFsp) -> bool:
-    return FW in fsp.types_received() or any(m.nvdm_type == FW for m in fsp.messages)
-
-
-def prc(sub: int, scope: int, extra: bytes = b"") -> bytes:
-    """A PRC payload as gpu-admin-tools builds it: sub-message, scope, then 16 bits of
-    argument in the first dword (FspRpc.prc_*)."""
-    return bytes([sub, scope, 0, 0]) + extra
-
+from .fsp_helpers import (
+    AUDIT,
+    BAR,
+    COT,
+    EMEMC,
+    EMEMD,
+    FW,
+    KNOB,
+    ONE_SHOT,
+    PERSISTENT,
+    PRC,
+    firmware_update_taken,
+    gh100,
+    guarded,
+    prc,
+    ring,
+    words_of,
+    write_words,
+)
 
 # ---- 1. PRC: decided on the sub-message ----------------------------------------------------
 

@@ -17,8 +17,6 @@ from mmiofilter._core import ffi, lib
 
 import mmiofilter as mf
 from mmiofilter.backends import CallbackBackend
-from mmiofilter.devices import load_policy_file
-from mmiofilter.guards import GH100_EMEMC0, GH100_MSGQ_HEAD0, GH100_QUEUE_HEAD0
 from mmiofilter.simulated.fsp import (
     AINCR,
     AINCW,
@@ -32,45 +30,33 @@ from mmiofilter.simulated.fsp import (
     packets_of,
 )
 
-BAR = 16 << 20
-FW, PRC, COT = 0x12, 0x13, 0x14
-EMEMC, EMEMD = GH100_EMEMC0, GH100_EMEMC0 + 4
-QHEAD, QTAIL = GH100_QUEUE_HEAD0, GH100_QUEUE_HEAD0 + 4
-MHEAD, MTAIL = GH100_MSGQ_HEAD0, GH100_MSGQ_HEAD0 + 4
-ONE_SHOT, KNOB, PERSISTENT = 0x1, 0x2, 0x3
+from .fsp_helpers import (
+    COT,
+    EMEMC,
+    EMEMD,
+    FW,
+    KNOB,
+    MHEAD,
+    MTAIL,
+    ONE_SHOT,
+    PERSISTENT,
+    PRC,
+    QHEAD,
+    QTAIL,
+    firmware_update_taken,
+    gh100,
+    gh100_policy,
+    prc,
+    ring,
+    words_of,
+    write_words,
+)
+
 #: OGKM gh100 dev_fsp_addendum.h: "PMU/SOE use channel 4 for FSP EMEM on GH100", at 4096.
 PMU_CHANNEL, PMU_OFFSET = 4, 4096
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def gh100(backend: SimFsp | mf.Backend, options: str = "") -> mf.BarFilter:
-    """A filter under the GH100 profile's policy (defaults: nvlink isolate, persistent_settings
-    deny, firmware_update deny) over the simulated FSP (or a backend wrapping it)."""
-    policy = gh100_policy(options)
-    config = mf.MemoryBackend(bytearray(4096))
-    be = backend.backend() if isinstance(backend, SimFsp) else backend
-    return mf.BarFilter(BAR, policy, be, page_size=4096, targets={"config": config})
-
-
-def gh100_policy(options: str = "") -> mf.Policy:
-    return load_policy_file(f'profile = "nvidia-gh100"\n[options]\n{options}\n').resolve(None)[0]
-
-
-def words_of(packet: bytes) -> list[int]:
-    padded = packet + bytes(-len(packet) % 4)
-    return [int.from_bytes(padded[i : i + 4], "little") for i in range(0, len(padded), 4)]
-
-
-def write_words(f: mf.BarFilter, port: int, at: int, words: list[int]) -> list[mf.Outcome]:
-    f.write(EMEMC + 8 * port, 4, at | AINCW)
-    return [f.write(EMEMD + 8 * port, 4, w) for w in words]
-
-
-def ring(f: mf.BarFilter, queue: int, head: int, tail: int) -> mf.Outcome:
-    f.write(QTAIL + 8 * queue, 4, tail)
-    return f.write(QHEAD + 8 * queue, 4, head)
 
 
 def send(f: mf.BarFilter, queue: int, packet: bytes) -> mf.Outcome:
@@ -81,10 +67,6 @@ def send(f: mf.BarFilter, queue: int, packet: bytes) -> mf.Outcome:
     return ring(f, queue, base, base + 4 * len(words) - 4)
 
 
-def firmware_update_taken(fsp: SimFsp) -> bool:
-    return FW in fsp.types_received() or any(m.nvdm_type == FW for m in fsp.messages)
-
-
 def denied_prc_taken(fsp: SimFsp) -> bool:
     """A PRC message whose sub-message (payload byte 0, packet byte 8) the profile denies."""
     firsts = [p for _, p in fsp.packets if len(p) >= 9 and p[3] & 0x80 and p[7] == PRC]
@@ -92,10 +74,6 @@ def denied_prc_taken(fsp: SimFsp) -> bool:
         m.nvdm_type == PRC and m.body[:1] in (b"\x0a", b"\x01", b"\x04", b"\x0d")
         for m in fsp.messages
     )
-
-
-def prc(sub: int, scope: int, extra: bytes = b"") -> bytes:
-    return bytes([sub, scope, 0, 0]) + extra
 
 
 def blocked_details(f: mf.BarFilter) -> list[str]:

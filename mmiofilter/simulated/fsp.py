@@ -116,7 +116,9 @@ class SimFsp:
                 return names[(offset - base) % 8 // 4], (offset - base) // 8
         return None
 
-    def _touches_mailbox(self, offset: int, width: int) -> bool:
+    def touches_mailbox(self, offset: int, width: int) -> bool:
+        """Whether an access touches a mailbox register (any of the eight EMEMC/D, QUEUE and
+        MSGQ pairs, whatever a guard uses)."""
         return any(self._reg(offset + k) for k in range(width))
 
     def _port_step(self, i: int, bit: int) -> int:
@@ -130,7 +132,7 @@ class SimFsp:
     def read(self, offset: int, width: int) -> int:
         reg = self._reg(offset) if width == 4 and offset % 4 == 0 else None
         if reg is None:
-            if self._touches_mailbox(offset, width):
+            if self.touches_mailbox(offset, width):
                 self.odd_accesses.append((offset, width, False))
             return sum(self.other.get(offset + k, 0) << (8 * k) for k in range(width))
         name, i = reg
@@ -142,7 +144,7 @@ class SimFsp:
     def write(self, offset: int, width: int, value: int) -> None:
         reg = self._reg(offset) if width == 4 and offset % 4 == 0 else None
         if reg is None:
-            if self._touches_mailbox(offset, width):
+            if self.touches_mailbox(offset, width):
                 self.odd_accesses.append((offset, width, True))
             for k in range(width):
                 self.other[offset + k] = value >> (8 * k) & 0xFF

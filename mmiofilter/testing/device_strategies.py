@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from ..devices import Device, Resolved, get_profile, load_policy_file, profiles
 from ..devices.devinfo_encode import UnitSpec, table_words, words_reader
+from ..devices.nvidia import NvidiaProfile
 from ..devices.pciconfig import MSIX_ENTRY_SIZE, parse_config, pba_size
 from ..devices.pciconfig_build import build_config, mem_bar, msix_cap, pcie_cap, pm_cap
 from ..devices.regmap import Region, RegisterMap, load_map
@@ -67,8 +68,7 @@ class ProfilePolicy:
     @property
     def regmap(self) -> RegisterMap | None:
         """The profile's register map (NVIDIA profiles), else None."""
-        regmap = getattr(get_profile(self.profile), "map", None)  # loaded once per profile
-        return regmap if isinstance(regmap, RegisterMap) else None
+        return _regmap_of(self.profile)
 
     @property
     def guards(self) -> list[FspGuard]:
@@ -79,11 +79,17 @@ class ProfilePolicy:
         return _device_for(self.profile, self.units, self.config, self.bar_sizes)
 
 
+def _regmap_of(profile: str) -> RegisterMap | None:
+    """The register map of an NVIDIA profile (loaded once per profile), else None."""
+    p = get_profile(profile)
+    return p.map if isinstance(p, NvidiaProfile) else None
+
+
 def _device_for(
     profile: str, units: Sequence[UnitSpec], config: bytes | None, bar_sizes: Mapping[int, int]
 ) -> Device:
-    regmap = getattr(get_profile(profile), "map", None)
-    if isinstance(regmap, RegisterMap) and regmap.device_info is not None:
+    regmap = _regmap_of(profile)
+    if regmap is not None and regmap.device_info is not None:
         return Device(
             read32=words_reader(table_words(regmap.device_info, units)),
             bar_sizes=dict(bar_sizes),
@@ -245,10 +251,8 @@ def profile_policies(
     settings and up to `max_extra_rules` rules of the admin's own, resolved against a drawn
     device (its NVLink units, or its MSI-X layout)."""
     name = profile if profile is not None else draw(profile_names())
-    p = get_profile(name)
     options = draw(profile_options(name))
-    regmap = getattr(p, "map", None)
-    regmap = regmap if isinstance(regmap, RegisterMap) else None
+    regmap = _regmap_of(name)
     units: tuple[UnitSpec, ...] = ()
     config: bytes | None = None
     if regmap is not None:

@@ -66,9 +66,8 @@ def _fake_targets(
     need: dict[str, int] = {}
     for r in policy.for_bar(bar):
         if r.action == "redirect":
-            name = str(getattr(r, "target", ""))
-            end = int(getattr(r, "target_offset", 0)) + r.size
-            need[name] = max(need.get(name, TARGET_SIZE), end)
+            end = r.target_offset + r.size
+            need[r.target] = max(need.get(r.target, TARGET_SIZE), end)
     make = new_device if new_device is not None else FakeDevice
     return {name: make(-(-size // TARGET_SIZE) * TARGET_SIZE) for name, size in need.items()}
 
@@ -83,8 +82,8 @@ def _make(
     bar: int,
     ring_capacity: int,
     targets: Mapping[str, Backend] | None,
-) -> tuple[BarFilter, FakeDevice | None, FakeDevice | None]:
-    """(filter, its fake device, the device made here for it or None)."""
+) -> tuple[BarFilter, FakeDevice | None]:
+    """(filter, the fake device made here for it or None)."""
     if device is not None and size is not None and size > device.size:
         raise ValueError(f"a BAR of {size:#x} bytes does not fit in {device!r}")
     if not isinstance(backend, (str, Backend)):
@@ -127,7 +126,7 @@ def _make(
         _devices_of[f] = device
     if fakes:
         _targets_of[f] = fakes
-    return f, device, made
+    return f, made
 
 
 @contextmanager
@@ -146,7 +145,7 @@ def bar_filter(
     fake device of `size` bytes (default `DEFAULT_SIZE`) that is closed at the end of the
     block. `backend` is "memory", "fd", "callback" (logged in the device's `log`) or a Backend
     of your own; `targets` are redirect targets by name, passed on to `BarFilter`."""
-    f, _, made = _make(None, policy, size, page_size, backend, device, bar, ring_capacity, targets)
+    f, made = _make(None, policy, size, page_size, backend, device, bar, ring_capacity, targets)
     mine = [made] if made is not None else []
     mine += _targets_of.get(f, {}).values()
     try:
@@ -214,7 +213,7 @@ class BarFilterFactory:
         ring_capacity: int = DEFAULT_RING_CAPACITY,
         targets: Mapping[str, Backend] | None = None,
     ) -> BarFilter:
-        f, _, _ = _make(
+        f, _ = _make(
             self._devices, policy, size, page_size, backend, device, bar, ring_capacity, targets
         )
         self._made.add(f)

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from hypothesis import strategies as st
 
 from ..guards import FSP_EMEM_CHANNELS, NVDM_TYPES, FspGuard
-from ..simulated.fsp import AINCR, AINCW, EOM, SOM, mctp_header, message_header
-from .mailbox import CHANNEL_BYTES, Raw, Send, Step
+from ..simulated.fsp import AINCR, AINCW, CHANNEL_BYTES, EOM, SOM, mctp_header, message_header
+from .mailbox import Raw, Send, Step
 
 COT, PRC, INFOROM, FIRMWARE_UPDATE = (
     NVDM_TYPES[n] for n in ("cot", "prc", "inforom", "firmware_update")

@@ -26,7 +26,7 @@ from ..devices.policyfile import PolicyFile
 from ..devices.profile import Resolved
 from ..devices.regmap import RegisterMap, load_map
 from ..filter import BarFilter
-from ..simulated.fsp import PORTS, SimFsp
+from ..simulated.fsp import SimFsp
 from ..simulated.gv100 import (
     SimulatedBar,
     SimulatedConfig,
@@ -107,12 +107,12 @@ class SimulatedGpu:
         plain = self.device.callback_backend()
 
         def read(offset: int, width: int) -> int:
-            if _touches(fsp, offset, width):
+            if fsp.touches_mailbox(offset, width):
                 return fsp.read(offset, width)
             return plain.read(offset, width)
 
         def write(offset: int, width: int, value: int) -> None:
-            if _touches(fsp, offset, width):
+            if fsp.touches_mailbox(offset, width):
                 fsp.write(offset, width, value)
             else:
                 plain.write(offset, width, value)
@@ -171,15 +171,6 @@ def _config_space(family: str) -> bytes:
 def _map(family: str) -> RegisterMap:
     """The shipped map of `family`, parsed once (a RegisterMap is immutable)."""
     return load_map(family)
-
-
-def _touches(fsp: SimFsp, offset: int, width: int) -> bool:
-    """Whether an access touches a register of the FSP mailbox (EMEMC/D, QUEUE, MSGQ)."""
-    span = 8 * PORTS  # the mailbox has eight of each register, whatever the guard uses
-    return any(
-        base < offset + width and offset < base + span
-        for base in (fsp.emem_base, fsp.queue_base, fsp.msgq_base)
-    )
 
 
 @contextmanager

@@ -18,13 +18,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..guards import FSP_MAX_PACKET, NVDM_PRC
-from ..simulated.fsp import ERR_NOT_SUPPORTED, ERR_OK, Bar, FspDriver, FspTimeout, Response, SimFsp
-
-#: Bytes of EMEM per channel (FSP_EMEM_CHANNEL_RM_SIZE, fsp_emem_channels.h).
-CHANNEL_BYTES = FSP_MAX_PACKET
-#: NVDM_TYPE_FSP_RESPONSE (fsp_nvdm_format.h).
-NVDM_FSP_RESPONSE = 0x15
+from ..guards import NVDM_PRC
+from ..simulated.fsp import (
+    CHANNEL_BYTES,
+    ERR_NOT_SUPPORTED,
+    ERR_OK,
+    NVDM_FSP_RESPONSE,
+    Bar,
+    FspDriver,
+    FspTimeout,
+    Response,
+    SimFsp,
+)
 
 
 @dataclass(frozen=True)

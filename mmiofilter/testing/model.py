@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Protocol
 
-from ..errors import AccessError, PolicyError
+from ..errors import AccessError, PolicyError, is_int
 from ..results import Event, Outcome, Result
 from ..rules import NUM_BARS, U64_MAX, Policy, Rule
 
@@ -106,10 +106,6 @@ def _name(rule: Rule | None) -> str:
     # covers is `allow`: it passes and is neither audited nor masked.
     assert rule is not None, "a byte no rule covers is allow and is never named in an event"
     return rule.name
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Device(Protocol):
@@ -319,13 +315,13 @@ class ModelFilter:
         ring_capacity: int = 1024,
         targets: Mapping[str, Device] | None = None,
     ) -> None:
-        if not _is_int(size) or not 1 <= size <= U64_MAX:
+        if not is_int(size) or not 1 <= size <= U64_MAX:
             raise ValueError(f"BAR size {size!r} is not in 1..2**64-1")
-        if not _is_int(page_size) or page_size < MIN_PAGE_SIZE or page_size & (page_size - 1):
+        if not is_int(page_size) or page_size < MIN_PAGE_SIZE or page_size & (page_size - 1):
             raise ValueError(f"page size {page_size!r} is not a power of two >= {MIN_PAGE_SIZE}")
-        if not _is_int(bar) or not 0 <= bar < NUM_BARS:
+        if not is_int(bar) or not 0 <= bar < NUM_BARS:
             raise ValueError(f"bar {bar!r} is not a BAR index 0..{NUM_BARS - 1}")
-        if not _is_int(ring_capacity) or ring_capacity < 1:
+        if not is_int(ring_capacity) or ring_capacity < 1:
             raise ValueError(f"ring capacity {ring_capacity!r} is not a positive integer")
         self.size = size
         self.bar = bar
@@ -415,14 +411,14 @@ class ModelFilter:
     def _validate(self, offset: int, width: int, is_write: bool, value: int) -> None:
         # contract-details 9: width, then offset range, then value range.
         where = f"BAR{self.bar} of size {self.size:#x}"
-        if not _is_int(width) or width not in WIDTHS:
+        if not is_int(width) or width not in WIDTHS:
             raise AccessError(
                 f"width {width!r} at offset {offset!r} of {where} is not 1, 2, 4 or 8"
             )
-        if not _is_int(offset) or offset < 0 or offset + width > self.size:
-            shown = f"{offset:#x}" if _is_int(offset) else repr(offset)
+        if not is_int(offset) or offset < 0 or offset + width > self.size:
+            shown = f"{offset:#x}" if is_int(offset) else repr(offset)
             raise AccessError(f"{width}-byte access at offset {shown} lies outside {where}")
-        if is_write and (not _is_int(value) or not 0 <= value < 1 << (8 * width)):
+        if is_write and (not is_int(value) or not 0 <= value < 1 << (8 * width)):
             raise AccessError(
                 f"value {value!r} of a {width}-byte write at offset {offset:#x} of {where} "
                 f"is not in 0..2**{8 * width}-1"

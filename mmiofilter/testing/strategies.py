@@ -148,13 +148,13 @@ def rules(
     start = _clamp(_draw_anchor(draw, bar_size, near) + draw(_NEAR), 0, bar_size - size)
     value = _draw_fitting(draw, size)
     mask = _draw_fitting(draw, size)
-    if action != "redirect":
-        return Rule(name, start, size, action, value=value, mask=mask, priority=priority, bar=bar)
-    target = targets[draw(st.integers(0, len(targets) - 1))]
-    # the target's byte for the rule's first byte: the rule's start moved by a small shift
-    offset = start % 0x10000 + draw(_TARGET_SHIFT)
-    if target_size is not None:
-        offset %= target_size - size + 1
+    target, offset = "", 0  # Rule's defaults: no target
+    if action == "redirect":
+        target = targets[draw(st.integers(0, len(targets) - 1))]
+        # the target's byte for the rule's first byte: the rule's start moved by a small shift
+        offset = start % 0x10000 + draw(_TARGET_SHIFT)
+        if target_size is not None:
+            offset %= target_size - size + 1
     return Rule(
         name,
         start,
