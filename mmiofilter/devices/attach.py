@@ -13,7 +13,6 @@ region or the sysfs `config` file (`devices.targets`).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from ..errors import PolicyError
 from ..filter import BarFilter
 from ..lint import LOGGER
 from ..rules import Policy
+from .pcisources import BDF
 from .policyfile import PolicyFile
 from .profile import Device, Resolved
 
@@ -63,16 +63,13 @@ def _check_targets(
     return used
 
 
-_BDF = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-
-
 def device_label(policy_file: PolicyFile, bar: int) -> str:
     """A name for the filter in its events: the PCI address when the config dump came from
     sysfs (/sys/bus/pci/devices/<address>/config), else vendor:device, else the profile."""
     cfg = policy_file.config
     if cfg is not None:
         parent = os.path.basename(os.path.dirname(os.path.abspath(cfg.where)))
-        name = parent if _BDF.match(parent) else f"{cfg.vendor:04x}:{cfg.device:04x}"
+        name = parent if BDF.match(parent) else f"{cfg.vendor:04x}:{cfg.device:04x}"
     elif policy_file.profile is not None:
         name = policy_file.profile.name
     else:

@@ -31,6 +31,8 @@ from .pciconfig import (
 SYSFS_DEVICES = "/sys/bus/pci/devices"
 _HEX_LINE = re.compile(r"^([0-9a-fA-F]{2,3}):((?: [0-9a-fA-F]{2}){1,64})\s*$")
 _DEVICE_LINE = re.compile(r"^((?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s")
+#: A full PCI address, as sysfs names a device (DDDD:BB:DD.F).
+BDF = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 _ADDRESS = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
 
 #: Why a 64-byte dump cannot locate MSI-X, said where one is refused.

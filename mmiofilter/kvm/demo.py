@@ -22,12 +22,10 @@ from ..devices import attach, load_policy_file
 from ..filter import BarFilter
 from ..results import Event
 from ..rules import Rule
-from ..simulated.gv100 import SimulatedBar, SimulatedConfig, apply_gv100_isolation, simulated_bar0
+from ..simulated.gv100 import IOCTRL_BASE, SimulatedBar, SimulatedConfig, isolated_gv100_bar0
 from .program import Program, parse_transcript
 
 BAR_GPA = 0xC0000000
-IOCTRL_TYPE, IOCTRL_BASE = 18, 0xA00000
-KEEP = 0x030000  # the host keeps links 0 and 1 (to the CPU): it disables 2..5 (0x3C0000)
 LOOP = 1000
 POLICY = """
 profile = "nvidia-gv100"
@@ -73,9 +71,7 @@ Print = Callable[[str], None]
 
 
 def _bar() -> SimulatedBar:
-    bar = simulated_bar0("gv100", [(IOCTRL_TYPE, IOCTRL_BASE)])
-    apply_gv100_isolation(bar, keep=KEEP)
-    bar.write32(0x0, 0x140000A1)  # a chip ID for the guest to read (a made-up value)
+    bar = isolated_gv100_bar0()  # links 2..5 disabled (0x3C0000), a chip ID to read
     bar.buf[0x300000:0x300004] = b"\x55\xaa\x40\xe9"  # an option-ROM signature in the VBIOS
     bar.write32(0x88000, 0x1DB110DE)  # the device's own mirror shows the config IDs
     return bar

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._binding import strerror
 from .._core import ffi, lib
 from ..backends import MemoryBackend
 from ..filter import BarFilter
@@ -54,12 +55,14 @@ INTERNAL_SUBERRORS = {
 }
 
 
-def filter_error(code: int) -> str:
-    """The name of a filter's MF_E* code (the codes the C core returns, all negative)."""
-    for name in dir(lib):
-        if name.startswith("MF_E") and getattr(lib, name) == code:
-            return name
-    return f"error {code}"
+def filter_failure(index: int, ex: Any, code: int) -> str:
+    """What a vCPU says when the filter fails on an MMIO exit: the core's text for its MF_E*
+    code (mf_strerror), as `BarFilter` says it."""
+    what = "write" if ex.is_write else "read"
+    return (
+        f"vCPU {index}: the filter failed on the MMIO {what} at {int(ex.address):#x} "
+        f"(+{int(ex.size)}): {strerror(code)} (code {code})"
+    )
 
 
 class KvmUnavailable(OSError):
@@ -176,6 +179,7 @@ class _Vcpu:
         if index:
             rc = lib.mf_kvm_set_rsi(fd, index)  # the firmware's program selector
             if rc < 0:
+                os.close(fd)
                 raise KvmUnavailable(f"KVM_SET_REGS: {os.strerror(-rc)}")
         self.machine, self.index, self.fd, self.run = machine, index, fd, run[0]
         self.run_size = size[0]
@@ -185,6 +189,8 @@ class _Vcpu:
         self.pause_requested = threading.Event()
         self.paused = threading.Event()
         self.resumed = threading.Event()
+        # the result of `_python_mmio`'s access, made once: that path is taken on every exit
+        self._res = ffi.new("struct mf_result *")
 
     def loop(self, in_c: bool) -> None:
         stats = ffi.new("struct mf_kvm_stats *")
@@ -244,11 +250,7 @@ class _Vcpu:
         if ex.kind == lib.MF_KVM_ERROR:
             return f"vCPU {self.index}: KVM_RUN failed: {os.strerror(-int(ex.error))}"
         if ex.kind == lib.MF_KVM_FILTER:
-            return (
-                f"vCPU {self.index}: the filter failed on the MMIO "
-                f"{'write' if ex.is_write else 'read'} at {int(ex.address):#x} "
-                f"(+{int(ex.size)}): {filter_error(int(ex.error))}"
-            )
+            return filter_failure(self.index, ex, int(ex.error))
         return f"{at}: unexpected exit reason {int(ex.reason)}"
 
     def _python_mmio(self, ex: Any) -> None:
@@ -259,13 +261,9 @@ class _Vcpu:
             if not ex.is_write:
                 lib.mf_kvm_complete(self.run, w.constant & ((1 << (8 * int(ex.size))) - 1))
         else:  # as the C loop does: mf_access_mmio (page-crossing fragments, joined writes)
-            res = ffi.new("struct mf_result *")
-            rc = lib.mf_kvm_mmio(w.filter._f, int(ex.address) - w.gpa, ex, self.run, res)
+            rc = lib.mf_kvm_mmio(w.filter._f, int(ex.address) - w.gpa, ex, self.run, self._res)
             if rc != 0:
-                raise GuestError(
-                    f"vCPU {self.index}: the filter failed on the MMIO access at "
-                    f"{int(ex.address):#x} (+{int(ex.size)}): {filter_error(rc)}"
-                )
+                raise GuestError(filter_failure(self.index, ex, rc))
         self.result.mmio_in_python += 1
 
 

@@ -127,6 +127,22 @@ def apply_gv100_isolation(bar: SimulatedBar, keep: int = 0) -> int:
     return mask
 
 
+#: The host-side V100 the KVM demo and `serve --simulate` present: an NVLink (IOCTRL, device-info
+#: type 18) unit at 0xA00000, links 0 and 1 (to the CPU) kept and links 2..5 isolated (0x3C0000),
+#: and a made-up NV_PMC_BOOT_0 for the guest to read.
+IOCTRL_TYPE, IOCTRL_BASE = 18, 0xA00000
+KEEP_LINKS = 0x030000
+CHIP_ID = 0x140000A1
+
+
+def isolated_gv100_bar0() -> SimulatedBar:
+    """The demo's V100 BAR0: the NVLink unit above, isolated as the host does, with CHIP_ID."""
+    bar = simulated_bar0("gv100", [(IOCTRL_TYPE, IOCTRL_BASE)])
+    apply_gv100_isolation(bar, keep=KEEP_LINKS)
+    bar.write32(0x0, CHIP_ID)
+    return bar
+
+
 # -- config space ------------------------------------------------------------------------------
 
 #: The BAR registers of a V100 as a host assigns them: BAR0 16 MiB registers, BAR1 the 64-bit

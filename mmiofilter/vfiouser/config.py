@@ -59,13 +59,10 @@ class EmulatedConfig:
             if size & (size - 1):
                 raise ConfigSpaceError(f"BAR{index}: size {size:#x} is not a power of two")
             reg = _BAR0 + 4 * index
-            low = int.from_bytes(data[reg : reg + 4], "little")
-            flags = low & 0xF
-            self.data[reg : reg + 4] = low.to_bytes(4, "little")
+            self.data[reg : reg + 4] = data[reg : reg + 4]
             _set_mask(m, reg, 4, ~(size - 1) & 0xFFFFFFF0)
-            if flags & 0x4:  # 64-bit: the upper dword holds the high address bits
-                hi = int.from_bytes(data[reg + 4 : reg + 8], "little")
-                self.data[reg + 4 : reg + 8] = hi.to_bytes(4, "little")
+            if bar.is_64bit:  # the upper dword holds the high address bits
+                self.data[reg + 4 : reg + 8] = data[reg + 4 : reg + 8]
                 _set_mask(m, reg + 4, 4, (~(size - 1) >> 32) & 0xFFFFFFFF)
         owned = bytearray(len(data))  # bytes inside the header or a capability
         owned[:0x40] = b"\x01" * 0x40
@@ -129,11 +126,3 @@ class EmulatedConfig:
 
     def backend(self) -> CallbackBackend:
         return CallbackBackend(self.read, self.write)
-
-    def bar_address(self, index: int) -> int:
-        reg = _BAR0 + 4 * index
-        low = int.from_bytes(self.data[reg : reg + 4], "little")
-        addr = low & ~0xF
-        if low & 0x4:
-            addr |= int.from_bytes(self.data[reg + 4 : reg + 8], "little") << 32
-        return addr

@@ -137,10 +137,6 @@ class ProtocolError(Exception):
         self.errno = code
 
 
-def fail(code: int, message: str) -> ProtocolError:
-    return ProtocolError(code, message)
-
-
 def einval(message: str) -> ProtocolError:
     return ProtocolError(errno.EINVAL, message)
 

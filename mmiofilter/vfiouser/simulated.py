@@ -1,8 +1,8 @@
 """`--simulate PROFILE`: the project's simulated GPU as a vfio-user device.
 
 BAR0 is the simulated V100's memfd (`mmiofilter.simulated.gv100`) with an NVLink (IOCTRL) unit
-in its device-info table and the host's isolation sequence applied, as the KVM demo builds it
-(mmiofilter/kvm/demo.py); the config space is the V100's (`gv100_config_space`) with BAR0
+in its device-info table and the host's isolation sequence applied, the KVM demo's
+(`isolated_gv100_bar0`); the config space is the V100's (`gv100_config_space`) with BAR0
 only, since only BAR0 is simulated.
 
 The fd the client maps is not BAR0's memfd: a client holding that fd could mmap every page of
@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 
 from ..backends import Backend
-from ..simulated.gv100 import apply_gv100_isolation, gv100_config_space, simulated_bar0
+from ..simulated.gv100 import gv100_config_space, isolated_gv100_bar0
 from .config import EmulatedConfig
 from .protocol import (
     IRQ_INFO_EVENTFD,
@@ -29,10 +29,6 @@ from .protocol import (
     MSI_IRQ,
 )
 from .source import IrqInfo, SourceError
-
-IOCTRL_TYPE, IOCTRL_BASE = 18, 0xA00000  # an NVLink unit where the KVM demo puts one
-KEEP_LINKS = 0x030000  # the host keeps links 0 and 1 (to the CPU), as in the demo
-CHIP_ID = 0x140000A1  # a made-up NV_PMC_BOOT_0 for the guest to read (the demo's)
 
 #: Profiles with a simulated device.
 SIMULATED = ("nvidia-gv100",)
@@ -62,9 +58,7 @@ class SimulatedSource:
                 f"(simulated: {', '.join(SIMULATED)})"
             )
         self.name = f"simulated {profile}"
-        self.bar = simulated_bar0("gv100", [(IOCTRL_TYPE, IOCTRL_BASE)])
-        apply_gv100_isolation(self.bar, keep=KEEP_LINKS)
-        self.bar.write32(0x0, CHIP_ID)
+        self.bar = isolated_gv100_bar0()
         self.config = EmulatedConfig(gv100_config_space(), {0: self.bar.size})
         self._export_fd = os.memfd_create("gv100-bar0-exported", os.MFD_CLOEXEC)
         os.ftruncate(self._export_fd, self.bar.size)

@@ -26,12 +26,12 @@ import ctypes
 import errno
 import fcntl
 import os
-import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..backends import Backend, FdBackend
+from ..devices.pcisources import BDF, SYSFS_DEVICES
 from ..devices.targets import vfio_config_target
 from .protocol import (
     CONFIG_REGION,
@@ -92,8 +92,7 @@ IOAS_ALLOC = struct.Struct("<III")  # size flags out_ioas_id
 IOAS_MAP = struct.Struct("<IIIIQQQ")  # size flags ioas_id reserved user_va length iova
 IOAS_UNMAP = struct.Struct("<IIQQ")  # size ioas_id iova length
 
-_BDF = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-SYSFS_PCI = Path("/sys/bus/pci/devices")
+SYSFS_PCI = Path(SYSFS_DEVICES)
 
 
 def _ioctl(fd: int, request: int, arg: bytes | int, what: str) -> bytes | int:
@@ -144,7 +143,7 @@ class VfioSource:
     def _open(self, device: str) -> None:
         if device.startswith("/dev/vfio/devices/"):
             self._open_cdev(device)
-        elif _BDF.match(device):
+        elif BDF.match(device):
             cdevs = sorted((SYSFS_PCI / device / "vfio-dev").glob("vfio*"))
             if cdevs:
                 self._open_cdev(f"/dev/vfio/devices/{cdevs[0].name}")
