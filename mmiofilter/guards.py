@@ -214,6 +214,16 @@ class FspGuard(Guard):
             ):
                 raise PolicyError(f"{where}: {name} must be a frozenset of 0..255")
 
+    def weaknesses(self) -> list[str]:
+        if self.channels <= FSP_CHANNEL_PMU_SOE:
+            return []
+        return [
+            f"guard {self.name!r}: channels = {self.channels} gives the guest channel "
+            f"{FSP_CHANNEL_PMU_SOE}, which GH100's PMU and SOE use to talk to the FSP "
+            "(open-gpu-kernel-modules gh100 dev_fsp_addendum.h): the guest could rewrite "
+            f"their packets and consume their replies (use channels <= {FSP_CHANNEL_PMU_SOE})"
+        ]
+
     def registers_bases(self) -> tuple[int, int, int]:
         return (self.emem, self.queue, self.msgq)
 

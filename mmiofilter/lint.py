@@ -27,24 +27,9 @@ class PolicyWarning(UserWarning):
 
 
 def inert_rules(rules: Iterable[Rule]) -> list[str]:
-    """One message per rule that does nothing it seems to do, or gives away what it guards."""
-    from .guards import FSP_CHANNEL_PMU_SOE, FspGuard  # guards imports the core: not at load
-
-    out = []
-    for r in rules:
-        if r.action == "mask" and r.mask == 0:
-            out.append(
-                f"rule {r.name!r}: a mask rule with mask 0 forces no bit, so it protects "
-                "nothing (give `mask`: the bits to force to `value`)"
-            )
-        if isinstance(r, FspGuard) and r.channels > FSP_CHANNEL_PMU_SOE:
-            out.append(
-                f"guard {r.name!r}: channels = {r.channels} gives the guest channel "
-                f"{FSP_CHANNEL_PMU_SOE}, which GH100's PMU and SOE use to talk to the FSP "
-                "(open-gpu-kernel-modules gh100 dev_fsp_addendum.h): the guest could rewrite "
-                f"their packets and consume their replies (use channels <= {FSP_CHANNEL_PMU_SOE})"
-            )
-    return out
+    """One message per rule that does nothing it seems to do, or gives away what it guards:
+    each kind of rule says what is weak about itself (`Rule.weaknesses`)."""
+    return [msg for r in rules for msg in r.weaknesses()]
 
 
 def warn_inert(rules: Iterable[Rule]) -> list[str]:

@@ -108,6 +108,15 @@ class Rule:
         )
         return f"Rule({self.name!r}, {self.start:#x}, {self.size:#x}, {self.action!r}{extra})"
 
+    def weaknesses(self) -> list[str]:
+        """What makes this rule protect less than it seems to (mmiofilter.lint)."""
+        if self.action == "mask" and self.mask == 0:
+            return [
+                f"rule {self.name!r}: a mask rule with mask 0 forces no bit, so it protects "
+                "nothing (give `mask`: the bits to force to `value`)"
+            ]
+        return []
+
     @property
     def end(self) -> int:
         """One past the last byte of the rule."""
